@@ -1,0 +1,154 @@
+//! The engine's settings. Defaults live once, in `config/default.toml` of the server package;
+//! these structs only give them shape and check them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::index::hnsw::SearchTuning;
+use crate::storage::FsyncMode;
+use crate::types::{HnswParams, Metric};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root of all data: `<data_dir>/collections/<name>/shard-<i>/`.
+    pub data_dir: PathBuf,
+    pub fsync: FsyncMode,
+    /// With `fsync = "batch"`: how long the writer waits for more writes to share an fsync.
+    /// 0 takes whatever queued up during the previous fsync (no added latency).
+    pub batch_window_us: u64,
+    /// Most ops one group commit takes.
+    pub max_batch_ops: usize,
+    /// Bound of each shard's write queue (requests); full answers `overloaded`.
+    pub writer_queue: usize,
+    /// A snapshot is taken when this many seconds passed since the last one and something changed…
+    pub snapshot_interval_s: u64,
+    /// …or as soon as this many ops were written since the last one.
+    pub snapshot_max_ops: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Shards of a new collection when the request does not say; 0 = number of cores.
+    pub default_shards: usize,
+    pub max_shards: usize,
+    pub default_metric: Metric,
+    pub hnsw: HnswParams,
+    pub max_dimension: usize,
+    /// Largest `k` a search may ask for.
+    pub max_k: usize,
+    /// Most points in one upsert request.
+    pub max_points_per_request: usize,
+    /// Rebuild a shard's graph when tombstones exceed this fraction of its slots…
+    pub rebuild_tombstone_fraction: f64,
+    /// …and there are at least this many of them.
+    pub rebuild_min_tombstones: usize,
+    /// Shards with at most this many points are searched exactly.
+    pub exact_scan_max_points: usize,
+    /// Filters matching less than this fraction of points are answered by an exact scan.
+    pub exact_scan_selectivity: f64,
+    /// Threads of the search pool; 0 = number of cores.
+    pub search_threads: usize,
+    /// Bound of the search pool's queue (shard searches); full answers `overloaded`.
+    pub search_queue: usize,
+    /// Deadline of one search across all shards.
+    pub search_timeout_ms: u64,
+    /// Bound of each shard actor's mailbox.
+    pub shard_mailbox: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub storage: StorageConfig,
+    pub index: IndexConfig,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl IndexConfig {
+    pub fn shards_or_default(&self, asked: Option<usize>) -> usize {
+        match asked {
+            Some(n) => n,
+            None if self.default_shards == 0 => cores(),
+            None => self.default_shards,
+        }
+    }
+
+    pub fn search_threads(&self) -> usize {
+        if self.search_threads == 0 {
+            cores()
+        } else {
+            self.search_threads
+        }
+    }
+
+    pub fn tuning(&self) -> SearchTuning {
+        SearchTuning {
+            exact_scan_max_points: self.exact_scan_max_points,
+            exact_scan_selectivity: self.exact_scan_selectivity,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks ranges; the message names the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |key: &str, why: &str| Err(EngineError::invalid(format!("{key}: {why}")));
+        let i = &self.index;
+        let s = &self.storage;
+        if let Err(e) = i.hnsw.validate() {
+            return fail("index.hnsw", &e.to_string());
+        }
+        if !(1..=1024).contains(&i.max_shards) {
+            return fail("index.max_shards", "must be 1..=1024");
+        }
+        if i.default_shards > i.max_shards {
+            return fail("index.default_shards", "must not exceed index.max_shards");
+        }
+        if !(1..=65536).contains(&i.max_dimension) {
+            return fail("index.max_dimension", "must be 1..=65536");
+        }
+        if !(1..=100_000).contains(&i.max_k) {
+            return fail("index.max_k", "must be 1..=100000");
+        }
+        if i.max_points_per_request == 0 {
+            return fail("index.max_points_per_request", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&i.rebuild_tombstone_fraction) {
+            return fail("index.rebuild_tombstone_fraction", "must be within 0..=1");
+        }
+        if !(0.0..=1.0).contains(&i.exact_scan_selectivity) {
+            return fail("index.exact_scan_selectivity", "must be within 0..=1");
+        }
+        if i.search_queue == 0 {
+            return fail("index.search_queue", "must be at least 1");
+        }
+        if i.search_timeout_ms == 0 {
+            return fail("index.search_timeout_ms", "must be at least 1");
+        }
+        if i.shard_mailbox == 0 {
+            return fail("index.shard_mailbox", "must be at least 1");
+        }
+        if s.writer_queue == 0 {
+            return fail("storage.writer_queue", "must be at least 1");
+        }
+        if s.max_batch_ops == 0 {
+            return fail("storage.max_batch_ops", "must be at least 1");
+        }
+        if s.snapshot_max_ops == 0 {
+            return fail("storage.snapshot_max_ops", "must be at least 1");
+        }
+        if s.data_dir.as_os_str().is_empty() {
+            return fail("storage.data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+}

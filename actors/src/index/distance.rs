@@ -1,0 +1,124 @@
+//! SIMD distances (simsimd) in the form hnsw_rs needs: a total order where lower is closer and
+//! no value is negative (hnsw_rs asserts that).
+//!
+//! - cosine: vectors are normalised before they reach the graph, so `1 - dot` is the cosine
+//!   distance; rounding can make it a hair below zero, hence the clamp.
+//! - l2: squared euclidean distance (same order as euclidean, one `sqrt` cheaper).
+//! - dot: `f(dot)` with `f` strictly decreasing and positive (`1/(1+x)` for x ≥ 0, `1-x` below),
+//!   so the graph sees the same order as "highest dot first". Exact scores are recomputed for the
+//!   final hits, so `f` never reaches a client.
+
+use hnsw_rs::prelude::Distance;
+use simsimd::SpatialSimilarity;
+
+use crate::types::Metric;
+
+/// The distance every partition's graph uses, whatever its metric. One type (not three) so a
+/// graph dump always reloads with the type name it was written with.
+#[derive(Debug, Clone, Copy)]
+pub struct SimdDistance {
+    pub metric: Metric,
+}
+
+/// Dot product in f64 (simsimd's SIMD kernel; lengths are checked before we get here).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    f32::dot(a, b).unwrap_or(0.0)
+}
+
+/// Squared euclidean distance in f64.
+#[inline]
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f64 {
+    f32::sqeuclidean(a, b).unwrap_or(f64::MAX)
+}
+
+/// Strictly decreasing, positive map of a dot product to a graph distance.
+#[inline]
+fn dot_to_graph_distance(x: f64) -> f32 {
+    if x >= 0.0 {
+        (1.0 / (1.0 + x)) as f32
+    } else {
+        (1.0 - x) as f32
+    }
+}
+
+impl Distance<f32> for SimdDistance {
+    #[inline]
+    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+        match self.metric {
+            Metric::Cosine => (1.0 - dot(va, vb)).max(0.0) as f32,
+            Metric::L2 => l2_squared(va, vb) as f32,
+            Metric::Dot => dot_to_graph_distance(dot(va, vb)),
+        }
+    }
+}
+
+/// Brings a vector into the form the graph stores: unit length for cosine, as is otherwise.
+pub fn to_graph_form(metric: Metric, v: &[f32]) -> Vec<f32> {
+    match metric {
+        Metric::Cosine => {
+            let norm = dot(v, v).sqrt();
+            if norm > 0.0 {
+                v.iter().map(|x| (*x as f64 / norm) as f32).collect()
+            } else {
+                v.to_vec()
+            }
+        }
+        Metric::L2 | Metric::Dot => v.to_vec(),
+    }
+}
+
+/// Exact `(score, distance)` of a stored vector for a query already in graph form.
+/// score is higher-is-better, distance lower-is-better, as the contract defines them.
+#[inline]
+pub fn exact_score(metric: Metric, query_graph_form: &[f32], stored: &[f32]) -> (f32, f32) {
+    match metric {
+        Metric::Cosine => {
+            let norm = dot(stored, stored).sqrt();
+            let cos = if norm > 0.0 {
+                dot(query_graph_form, stored) / norm
+            } else {
+                0.0
+            };
+            (cos as f32, (1.0 - cos) as f32)
+        }
+        Metric::L2 => {
+            let d = l2_squared(query_graph_form, stored).sqrt();
+            (-d as f32, d as f32)
+        }
+        Metric::Dot => {
+            let d = dot(query_graph_form, stored);
+            (d as f32, -d as f32)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_graph_distance_is_positive_and_order_reversing() {
+        let xs = [-1e6, -3.0, -0.5, 0.0, 0.25, 1.0, 7.0, 1e6];
+        for w in xs.windows(2) {
+            let (a, b) = (dot_to_graph_distance(w[0]), dot_to_graph_distance(w[1]));
+            assert!(a > b, "{} -> {a} should exceed {} -> {b}", w[0], w[1]);
+            assert!(b > 0.0);
+        }
+    }
+
+    #[test]
+    fn scores_follow_the_contract() {
+        let q = to_graph_form(Metric::Cosine, &[3.0, 4.0]);
+        let (s, d) = exact_score(Metric::Cosine, &q, &[6.0, 8.0]);
+        assert!((s - 1.0).abs() < 1e-6 && d.abs() < 1e-6);
+        let (s, d) = exact_score(Metric::L2, &[0.0, 0.0], &[3.0, 4.0]);
+        assert_eq!((s, d), (-5.0, 5.0));
+        let (s, d) = exact_score(Metric::Dot, &[1.0, 2.0], &[3.0, 4.0]);
+        assert_eq!((s, d), (11.0, -11.0));
+        let cos = SimdDistance {
+            metric: Metric::Cosine,
+        };
+        assert!(cos.eval(&q, &q) >= 0.0);
+    }
+}

@@ -1,0 +1,244 @@
+//! A collection's routing table: its definition and the shard actors that hold its points.
+//! Writes go to the shard that owns the id (crc32 of the id: stable across builds and
+//! restarts, unlike std's hasher); searches go to every shard at once and are merged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Addr;
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::config::IndexConfig;
+use crate::error::{EngineError, Result};
+use crate::index::distance::to_graph_form;
+use crate::index::filter::Filter;
+use crate::shard::{ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite, WriteOp};
+use crate::types::{
+    validate_point_id, validate_vector, CollectionSpec, Hit, HnswParams, Metric, Point,
+};
+
+pub struct ShardHandle {
+    pub addr: Addr<ShardActor>,
+    pub state: Arc<ShardState>,
+}
+
+pub struct Collection {
+    pub spec: CollectionSpec,
+    pub dir: PathBuf,
+    /// Random per load or creation, so ETags never repeat across a delete and re-create.
+    pub generation: u64,
+    pub(super) shards: Vec<ShardHandle>,
+    pub(super) limits: Arc<IndexConfig>,
+}
+
+/// A collection as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub dimension: usize,
+    pub metric: Metric,
+    pub shards: usize,
+    pub count: usize,
+    pub hnsw: HnswParams,
+}
+
+/// A search as the engine takes it (the HTTP layer parses the JSON into this).
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub k: usize,
+    pub ef_search: Option<usize>,
+    pub filter: Option<Filter>,
+    pub score_threshold: Option<f32>,
+    pub with_vector: bool,
+    pub with_metadata: bool,
+}
+
+impl Collection {
+    pub fn shard_of(&self, id: &str) -> usize {
+        crc32fast::hash(id.as_bytes()) as usize % self.shards.len()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shards.iter().map(|s| s.state.partition().live()).sum()
+    }
+
+    /// Changes whenever any shard applies a write.
+    pub fn version(&self) -> u64 {
+        self.shards.iter().map(|s| s.state.seq()).sum()
+    }
+
+    pub fn etag(&self) -> String {
+        format!("\"{:x}-{:x}\"", self.generation, self.version())
+    }
+
+    pub fn info(&self) -> CollectionInfo {
+        CollectionInfo {
+            name: self.spec.name.clone(),
+            dimension: self.spec.dimension,
+            metric: self.spec.metric,
+            shards: self.spec.shards,
+            count: self.count(),
+            hnsw: self.spec.hnsw,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Point> {
+        validate_point_id(id)?;
+        self.shards[self.shard_of(id)]
+            .state
+            .partition()
+            .get(id)
+            .ok_or_else(|| EngineError::NotFound(format!("point {id:?}")))
+    }
+
+    /// Checks every op before anything is written, so a bad point fails the request whole.
+    pub fn validate_writes(&self, ops: &[WriteOp]) -> Result<()> {
+        if ops.len() > self.limits.max_points_per_request {
+            return Err(EngineError::invalid(format!(
+                "at most {} points per request",
+                self.limits.max_points_per_request
+            )));
+        }
+        for op in ops {
+            match op {
+                WriteOp::Upsert { id, vector, .. } => {
+                    validate_point_id(id)?;
+                    validate_vector(vector, self.spec.dimension, self.spec.metric)?;
+                }
+                WriteOp::Delete { id } | WriteOp::Patch { id, .. } => validate_point_id(id)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies ops durably; per op, whether its target existed (always true for upserts).
+    pub async fn write(self: Arc<Self>, ops: Vec<WriteOp>) -> Result<Vec<bool>> {
+        self.validate_writes(&ops)?;
+        let n = self.shards.len();
+        let mut per_shard: Vec<(Vec<usize>, Vec<WriteOp>)> = vec![(vec![], vec![]); n];
+        for (i, op) in ops.into_iter().enumerate() {
+            let id = match &op {
+                WriteOp::Upsert { id, .. } | WriteOp::Delete { id } | WriteOp::Patch { id, .. } => id,
+            };
+            let s = self.shard_of(id);
+            per_shard[s].0.push(i);
+            per_shard[s].1.push(op);
+        }
+        let total: usize = per_shard.iter().map(|(i, _)| i.len()).sum();
+        let mut calls = Vec::new();
+        for (s, (idx, ops)) in per_shard.into_iter().enumerate() {
+            if !ops.is_empty() {
+                let addr = self.shards[s].addr.clone();
+                calls.push(async move { (idx, addr.send(ShardWrite(ops)).await) });
+            }
+        }
+        let mut out = vec![false; total];
+        for (idx, res) in join_all(calls).await {
+            let outcome = res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??;
+            for (i, existed) in idx.into_iter().zip(outcome) {
+                out[i] = existed;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks a search and brings its vector into graph form.
+    fn prepare(&self, req: &SearchRequest) -> Result<ShardQuery> {
+        if req.k == 0 || req.k > self.limits.max_k {
+            return Err(EngineError::invalid(format!(
+                "k must be between 1 and {}, got {}",
+                self.limits.max_k, req.k
+            )));
+        }
+        if let Some(ef) = req.ef_search {
+            if !(1..=4096).contains(&ef) {
+                return Err(EngineError::invalid("ef_search must be between 1 and 4096"));
+            }
+        }
+        if let Some(t) = req.score_threshold {
+            if !t.is_finite() {
+                return Err(EngineError::invalid("score_threshold must be a finite number"));
+            }
+        }
+        validate_vector(&req.vector, self.spec.dimension, self.spec.metric)?;
+        Ok(ShardQuery {
+            vector: to_graph_form(self.spec.metric, &req.vector),
+            k: req.k,
+            ef: req.ef_search.unwrap_or(self.spec.hnsw.ef_search),
+            filter: req.filter.clone(),
+            with_vector: req.with_vector,
+            with_metadata: req.with_metadata,
+        })
+    }
+
+    /// Fans the search out to every shard in parallel and merges their top-k lists.
+    pub async fn search(self: Arc<Self>, req: SearchRequest) -> Result<Vec<Hit>> {
+        let query = Arc::new(self.prepare(&req)?);
+        let calls = self
+            .shards
+            .iter()
+            .map(|s| s.addr.send(ShardSearch(query.clone())));
+        let mut lists = Vec::with_capacity(self.shards.len());
+        for res in join_all(calls).await {
+            lists.push(res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??);
+        }
+        let mut hits = merge_top_k(lists, req.k);
+        if let Some(t) = req.score_threshold {
+            hits.retain(|h| h.score >= t);
+        }
+        Ok(hits)
+    }
+}
+
+/// k-way merge of per-shard lists that are each sorted best first (shards are few, so a linear
+/// pick of the best head beats a heap).
+pub fn merge_top_k(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
+    let mut iters: Vec<std::vec::IntoIter<Hit>> = lists.into_iter().map(Vec::into_iter).collect();
+    let mut heads: Vec<Option<Hit>> = iters.iter_mut().map(Iterator::next).collect();
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k {
+        let mut best: Option<usize> = None;
+        for (i, h) in heads.iter().enumerate() {
+            let Some(h) = h else { continue };
+            let better = match best.and_then(|b| heads[b].as_ref()) {
+                None => true,
+                Some(cur) => Hit::rank_cmp(h, cur) == std::cmp::Ordering::Less,
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        if let Some(h) = std::mem::replace(&mut heads[b], iters[b].next()) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: &str, score: f32) -> Hit {
+        Hit {
+            id: Arc::from(id),
+            score,
+            distance: -score,
+            metadata: None,
+            vector: None,
+        }
+    }
+
+    #[test]
+    fn merge_keeps_rank_order_and_breaks_ties_by_id() {
+        let a = vec![hit("a", 0.9), hit("c", 0.5), hit("e", 0.1)];
+        let b = vec![hit("b", 0.9), hit("d", 0.7)];
+        let merged = merge_top_k(vec![a, b, vec![]], 4);
+        let ids: Vec<&str> = merged.iter().map(|h| h.id.as_ref()).collect();
+        assert_eq!(ids, ["a", "b", "d", "c"]);
+        assert_eq!(merge_top_k(vec![vec![hit("x", 1.0)]], 10).len(), 1);
+    }
+}

@@ -1,0 +1,428 @@
+//! `Router`: the actor that owns the catalogue of collections. It creates, loads and drops
+//! collections (each a set of `ShardActor`s) and routes writes and searches to them.
+//!
+//! Collection definitions live in `<data_dir>/collections/<name>/collection.json`, written to a
+//! temporary name and renamed, so a crash never leaves half a definition.
+
+pub mod collection;
+pub mod pool;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+
+pub use collection::{Collection, CollectionInfo, SearchRequest};
+use collection::ShardHandle;
+use pool::SearchPool;
+
+use crate::config::{EngineConfig, IndexConfig};
+use crate::error::{EngineError, Result};
+use crate::index::hnsw::PartitionSpec;
+use crate::shard::{shard_dir, OpenedShard, StopShard, WriteOp};
+use crate::storage::wal::sync_dir;
+use crate::types::{validate_collection_name, CollectionSpec, Hit, HnswParams, Metric};
+
+const SPEC_FILE: &str = "collection.json";
+
+/// Options of a new collection; `None` takes the configured default.
+#[derive(Debug, Clone, Default)]
+pub struct CollectionOptions {
+    pub dimension: usize,
+    pub metric: Option<Metric>,
+    pub shards: Option<usize>,
+    pub m: Option<usize>,
+    pub ef_construction: Option<usize>,
+    pub ef_search: Option<usize>,
+}
+
+/// Create a collection. Answers its info and whether it was created (false: an identical one
+/// existed).
+#[derive(Message)]
+#[rtype(result = "Result<(CollectionInfo, bool)>")]
+pub struct CreateCollection {
+    pub name: String,
+    pub options: CollectionOptions,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct DropCollection(pub String);
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<CollectionInfo>>")]
+pub struct ListCollections;
+
+/// The routing table of one collection (for reads that need no shard round trip).
+#[derive(Message)]
+#[rtype(result = "Result<Arc<Collection>>")]
+pub struct Lookup(pub String);
+
+/// Writes to a collection. With `create_dimension`, a missing collection is created with the
+/// configured defaults and that dimension (the design's short insert path).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<bool>>")]
+pub struct RouteWrite {
+    pub collection: String,
+    pub ops: Vec<WriteOp>,
+    pub create_dimension: Option<usize>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Hit>>")]
+pub struct RouteSearch {
+    pub collection: String,
+    pub request: SearchRequest,
+}
+
+/// Load every collection on disk (once, at start).
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct LoadAll;
+
+/// Stop every shard (each writes a final snapshot if it changed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
+pub struct Router {
+    cfg: Arc<EngineConfig>,
+    limits: Arc<IndexConfig>,
+    pool: Arc<SearchPool>,
+    engine: ArbiterHandle,
+    collections: HashMap<String, Arc<Collection>>,
+    deleting: HashSet<String>,
+    loaded: bool,
+}
+
+fn collections_dir(cfg: &EngineConfig) -> PathBuf {
+    cfg.storage.data_dir.join("collections")
+}
+
+fn write_spec(dir: &Path, spec: &CollectionSpec) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{SPEC_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SPEC_FILE))?;
+    sync_dir(dir)
+}
+
+/// Opens every shard of a collection (in parallel: each loads a snapshot and replays a log).
+fn open_collection(
+    cfg: &EngineConfig,
+    dir: &Path,
+    spec: &CollectionSpec,
+    pool: &Arc<SearchPool>,
+) -> Result<Vec<OpenedShard>> {
+    let pspec = PartitionSpec {
+        metric: spec.metric,
+        dimension: spec.dimension,
+        hnsw: spec.hnsw,
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..spec.shards)
+            .map(|i| {
+                let pool = pool.clone();
+                s.spawn(move || OpenedShard::open(&shard_dir(dir, i), &spec.name, i, pspec, cfg, pool))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| EngineError::Internal("shard loader panicked".into()))?
+            })
+            .collect()
+    })
+}
+
+impl Router {
+    pub fn new(cfg: EngineConfig, engine: ArbiterHandle) -> std::io::Result<Router> {
+        let pool = Arc::new(SearchPool::new(
+            cfg.index.search_threads(),
+            cfg.index.search_queue,
+        )?);
+        std::fs::create_dir_all(collections_dir(&cfg))?;
+        Ok(Router {
+            limits: Arc::new(cfg.index.clone()),
+            cfg: Arc::new(cfg),
+            pool,
+            engine,
+            collections: HashMap::new(),
+            deleting: HashSet::new(),
+            loaded: false,
+        })
+    }
+
+    fn ready(&self) -> Result<()> {
+        if self.loaded {
+            Ok(())
+        } else {
+            Err(EngineError::Overloaded("the server is still loading its data".into()))
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Result<Arc<Collection>> {
+        self.ready()?;
+        self.collections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("collection {name:?}")))
+    }
+
+    fn install(&mut self, spec: CollectionSpec, dir: PathBuf, opened: Vec<OpenedShard>) -> Arc<Collection> {
+        let shards = opened
+            .into_iter()
+            .map(|o| ShardHandle {
+                state: o.state.clone(),
+                addr: o.start(&self.engine),
+            })
+            .collect();
+        let c = Arc::new(Collection {
+            spec,
+            dir,
+            generation: rand_u64(),
+            shards,
+            limits: self.limits.clone(),
+        });
+        self.collections.insert(c.spec.name.clone(), c.clone());
+        metrics::gauge!("ruvector_collections").set(self.collections.len() as f64);
+        c
+    }
+
+    fn resolve_spec(&self, name: &str, o: &CollectionOptions) -> Result<CollectionSpec> {
+        validate_collection_name(name)?;
+        let d = &self.cfg.index;
+        if o.dimension == 0 || o.dimension > d.max_dimension {
+            return Err(EngineError::invalid(format!(
+                "dimension must be between 1 and {}",
+                d.max_dimension
+            )));
+        }
+        let shards = d.shards_or_default(o.shards);
+        if shards == 0 || shards > d.max_shards {
+            return Err(EngineError::invalid(format!(
+                "shards must be between 1 and {}",
+                d.max_shards
+            )));
+        }
+        let hnsw = HnswParams {
+            m: o.m.unwrap_or(d.hnsw.m),
+            ef_construction: o.ef_construction.unwrap_or(d.hnsw.ef_construction),
+            ef_search: o.ef_search.unwrap_or(d.hnsw.ef_search),
+        };
+        hnsw.validate()?;
+        Ok(CollectionSpec {
+            name: name.to_owned(),
+            dimension: o.dimension,
+            metric: o.metric.unwrap_or(d.default_metric),
+            shards,
+            hnsw,
+        })
+    }
+
+    fn create(&mut self, name: &str, options: &CollectionOptions) -> Result<(Arc<Collection>, bool)> {
+        self.ready()?;
+        let spec = self.resolve_spec(name, options)?;
+        if let Some(existing) = self.collections.get(name) {
+            return if existing.spec == spec {
+                Ok((existing.clone(), false))
+            } else {
+                Err(EngineError::AlreadyExists(format!(
+                    "collection {name:?} exists with a different definition"
+                )))
+            };
+        }
+        if self.deleting.contains(name) {
+            return Err(EngineError::Overloaded(format!(
+                "collection {name:?} is being deleted; retry shortly"
+            )));
+        }
+        let root = collections_dir(&self.cfg);
+        let dir = root.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let staging = root.join(format!(".new-{name}"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        write_spec(&staging, &spec)?;
+        std::fs::rename(&staging, &dir)?;
+        sync_dir(&root)?;
+        let opened = open_collection(&self.cfg, &dir, &spec, &self.pool)?;
+        tracing::info!(collection = name, dimension = spec.dimension, metric = spec.metric.as_str(), shards = spec.shards, "collection created");
+        Ok((self.install(spec, dir, opened), true))
+    }
+}
+
+fn rand_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.cfg.index.shard_mailbox.max(1024));
+    }
+}
+
+impl Handler<LoadAll> for Router {
+    type Result = ResponseActFuture<Self, Result<()>>;
+
+    fn handle(&mut self, _: LoadAll, _: &mut Self::Context) -> Self::Result {
+        let cfg = self.cfg.clone();
+        let pool = self.pool.clone();
+        let work = tokio::task::spawn_blocking(move || -> Result<Vec<(CollectionSpec, PathBuf, Vec<OpenedShard>)>> {
+            let root = collections_dir(&cfg);
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&root)? {
+                let dir = entry?.path();
+                let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                if name.starts_with('.') {
+                    // Leftovers of an interrupted create or delete.
+                    std::fs::remove_dir_all(&dir)?;
+                    continue;
+                }
+                let spec: CollectionSpec = match std::fs::read(dir.join(SPEC_FILE))
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "unreadable collection definition: skipped");
+                        continue;
+                    }
+                };
+                tracing::info!(collection = %spec.name, shards = spec.shards, "loading collection");
+                let opened = open_collection(&cfg, &dir, &spec, &pool)?;
+                out.push((spec, dir, opened));
+            }
+            Ok(out)
+        });
+        Box::pin(async move { work.await.map_err(|e| EngineError::Internal(e.to_string()))? }
+            .into_actor(self)
+            .map(|res, act, _| {
+                for (spec, dir, opened) in res? {
+                    act.install(spec, dir, opened);
+                }
+                act.loaded = true;
+                Ok(())
+            }))
+    }
+}
+
+impl Handler<CreateCollection> for Router {
+    type Result = Result<(CollectionInfo, bool)>;
+
+    fn handle(&mut self, msg: CreateCollection, _: &mut Self::Context) -> Self::Result {
+        self.create(&msg.name, &msg.options).map(|(c, created)| (c.info(), created))
+    }
+}
+
+impl Handler<DropCollection> for Router {
+    type Result = ResponseActFuture<Self, Result<()>>;
+
+    fn handle(&mut self, msg: DropCollection, _: &mut Self::Context) -> Self::Result {
+        let name = msg.0;
+        let removed = self.lookup(&name).map(|c| {
+            self.collections.remove(&name);
+            self.deleting.insert(name.clone());
+            metrics::gauge!("ruvector_collections").set(self.collections.len() as f64);
+            c
+        });
+        Box::pin(
+            async move {
+                let c = removed?;
+                join_all(c.shards.iter().map(|s| {
+                    s.state.discard();
+                    s.addr.send(StopShard)
+                }))
+                .await;
+                let dir = c.dir.clone();
+                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+                    .await
+                    .map_err(|e| EngineError::Internal(e.to_string()))??;
+                Ok(())
+            }
+            .into_actor(self)
+            .map(move |res: Result<()>, act, _| {
+                act.deleting.remove(&name);
+                if res.is_ok() {
+                    tracing::info!(collection = %name, "collection deleted");
+                }
+                res
+            }),
+        )
+    }
+}
+
+impl Handler<ListCollections> for Router {
+    type Result = Result<Vec<CollectionInfo>>;
+
+    fn handle(&mut self, _: ListCollections, _: &mut Self::Context) -> Self::Result {
+        self.ready()?;
+        let mut list: Vec<CollectionInfo> = self.collections.values().map(|c| c.info()).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+}
+
+impl Handler<Lookup> for Router {
+    type Result = Result<Arc<Collection>>;
+
+    fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
+        self.lookup(&msg.0)
+    }
+}
+
+impl Handler<RouteWrite> for Router {
+    type Result = ResponseFuture<Result<Vec<bool>>>;
+
+    fn handle(&mut self, msg: RouteWrite, _: &mut Self::Context) -> Self::Result {
+        let target = match (self.lookup(&msg.collection), msg.create_dimension) {
+            (Err(EngineError::NotFound(_)), Some(dimension)) => self
+                .create(
+                    &msg.collection,
+                    &CollectionOptions {
+                        dimension,
+                        ..Default::default()
+                    },
+                )
+                .map(|(c, _)| c),
+            (other, _) => other,
+        };
+        Box::pin(async move { target?.write(msg.ops).await })
+    }
+}
+
+impl Handler<RouteSearch> for Router {
+    type Result = ResponseFuture<Result<Vec<Hit>>>;
+
+    fn handle(&mut self, msg: RouteSearch, _: &mut Self::Context) -> Self::Result {
+        let target = self.lookup(&msg.collection);
+        Box::pin(async move { target?.search(msg.request).await })
+    }
+}
+
+impl Handler<StopAll> for Router {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopAll, _: &mut Self::Context) -> Self::Result {
+        self.loaded = false;
+        let all: Vec<Arc<Collection>> = self.collections.drain().map(|(_, c)| c).collect();
+        Box::pin(
+            async move {
+                join_all(all.iter().flat_map(|c| c.shards.iter().map(|s| s.addr.send(StopShard))))
+                    .await;
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -1,0 +1,310 @@
+//! `ShardActor`: owns one HNSW partition and its durable log.
+//!
+//! The actor is the shard's address: writes are handed to its writer thread through a bounded
+//! queue (group commit, see `writer`), searches to the shared bounded `SearchPool`, so a slow
+//! fsync or a slow search never blocks the actor's mailbox. `ShardState` is what the actor, its
+//! writer and the router share: the current partition (swapped whole after a rebuild) and the
+//! last applied sequence number.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+pub use writer::{WriteJob, WriteOp, WriteOutcome};
+
+use crate::config::EngineConfig;
+use crate::error::{EngineError, Result};
+use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
+use crate::index::filter::Filter;
+use crate::router::pool::SearchPool;
+use crate::storage::snapshot::{self, GraphSource};
+use crate::storage::wal::{self, WriteLog};
+use crate::types::Hit;
+
+/// What the actor, its writer thread and the router share.
+pub struct ShardState {
+    pub collection: Arc<str>,
+    pub shard: usize,
+    partition: RwLock<Arc<Partition>>,
+    seq: AtomicU64,
+    /// Set when the collection is being deleted: no final snapshot.
+    discarded: AtomicBool,
+}
+
+impl ShardState {
+    /// The current partition. Searches keep the `Arc` they took even if a rebuild swaps it.
+    pub fn partition(&self) -> Arc<Partition> {
+        self.partition.read().clone()
+    }
+
+    fn swap_partition(&self, p: Arc<Partition>) {
+        *self.partition.write() = p;
+    }
+
+    /// Marks the shard's data as about to be deleted.
+    pub fn discard(&self) {
+        self.discarded.store(true, Ordering::Release);
+    }
+
+    fn is_discarded(&self) -> bool {
+        self.discarded.load(Ordering::Acquire)
+    }
+
+    /// Sequence number of the last applied write.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    fn set_seq(&self, s: u64) {
+        self.seq.store(s, Ordering::Release);
+    }
+
+    fn publish_gauges(&self) {
+        let p = self.partition();
+        let t = p.table();
+        let labels = [
+            ("collection", self.collection.to_string()),
+            ("shard", self.shard.to_string()),
+        ];
+        metrics::gauge!("ruvector_shard_points", &labels).set(t.live() as f64);
+        metrics::gauge!("ruvector_shard_tombstones", &labels).set(t.dead() as f64);
+    }
+}
+
+/// A prepared query shared by every shard of one search.
+pub struct ShardQuery {
+    /// In graph form (normalised for cosine).
+    pub vector: Vec<f32>,
+    pub k: usize,
+    pub ef: usize,
+    pub filter: Option<Filter>,
+    pub with_vector: bool,
+    pub with_metadata: bool,
+}
+
+/// Write ops for this shard, in order; answered once durable and applied.
+#[derive(Message)]
+#[rtype(result = "Result<WriteOutcome>")]
+pub struct ShardWrite(pub Vec<WriteOp>);
+
+/// One shard's part of a search.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Hit>>")]
+pub struct ShardSearch(pub Arc<ShardQuery>);
+
+/// Stop the shard: the writer drains its queue, snapshots if anything changed, and exits.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopShard;
+
+pub struct ShardActor {
+    state: Arc<ShardState>,
+    writer: Option<Sender<WriteJob>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    pool: Arc<SearchPool>,
+    tuning: SearchTuning,
+    search_timeout: Duration,
+    mailbox: usize,
+}
+
+/// A shard opened from disk, ready to become an actor.
+pub struct OpenedShard {
+    pub state: Arc<ShardState>,
+    actor: ShardActor,
+}
+
+impl OpenedShard {
+    /// Loads the newest snapshot, replays the log after it and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        collection: &str,
+        shard: usize,
+        spec: PartitionSpec,
+        cfg: &EngineConfig,
+        pool: Arc<SearchPool>,
+    ) -> Result<OpenedShard> {
+        std::fs::create_dir_all(dir)?;
+        let started = Instant::now();
+        let (partition, from_seq, source) = match snapshot::load_latest(dir, spec)? {
+            Some(l) => (l.partition, l.seq, Some(l.graph)),
+            None => (Partition::new(spec), 0, None),
+        };
+        let source_label = match source {
+            Some(GraphSource::Snapshot) => "snapshot",
+            Some(GraphSource::Rebuilt) => "rebuilt",
+            None => "empty",
+        };
+        // Replay in batches so large logs apply with the parallel insert.
+        let mut pending = Vec::new();
+        let report = wal::replay(dir, from_seq, |seq, op| {
+            pending.push((seq, op));
+            if pending.len() >= 4096 {
+                partition.apply(&pending);
+                pending.clear();
+            }
+        })?;
+        partition.apply(&pending);
+        metrics::counter!("ruvector_shard_loads_total", "graph" => source_label).increment(1);
+        metrics::counter!("ruvector_wal_replayed_records_total").increment(report.records);
+        metrics::counter!("ruvector_wal_truncations_total").increment(report.truncated.len() as u64);
+        tracing::info!(
+            collection,
+            shard,
+            graph = source_label,
+            snapshot_seq = from_seq,
+            replayed = report.records,
+            truncated = report.truncated.len(),
+            points = partition.live(),
+            ms = started.elapsed().as_millis() as u64,
+            "shard loaded"
+        );
+        let state = Arc::new(ShardState {
+            collection: Arc::from(collection),
+            shard,
+            partition: RwLock::new(Arc::new(partition)),
+            seq: AtomicU64::new(report.last_seq),
+            discarded: AtomicBool::new(false),
+        });
+        let log = WriteLog::create(dir, report.last_seq + 1)?;
+        let (tx, rx) = crossbeam_channel::bounded(cfg.storage.writer_queue);
+        let w = writer::Writer {
+            dir: dir.to_path_buf(),
+            state: state.clone(),
+            storage: cfg.storage.clone(),
+            index: cfg.index.clone(),
+            log,
+            rx,
+            last_snapshot: Instant::now(),
+            ops_since_snapshot: report.records,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("writer-{collection}-{shard}"))
+            .spawn(move || w.run())?;
+        Ok(OpenedShard {
+            state: state.clone(),
+            actor: ShardActor {
+                state,
+                writer: Some(tx),
+                writer_thread: Some(handle),
+                pool,
+                tuning: cfg.index.tuning(),
+                search_timeout: Duration::from_millis(cfg.index.search_timeout_ms),
+                mailbox: cfg.index.shard_mailbox,
+            },
+        })
+    }
+
+    /// Starts the actor on `arbiter`.
+    pub fn start(self, arbiter: &ArbiterHandle) -> Addr<ShardActor> {
+        let actor = self.actor;
+        ShardActor::start_in_arbiter(arbiter, move |_| actor)
+    }
+}
+
+/// Directory of shard `i` of a collection.
+pub fn shard_dir(collection_dir: &Path, i: usize) -> PathBuf {
+    collection_dir.join(format!("shard-{i}"))
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl Handler<ShardWrite> for ShardActor {
+    type Result = ResponseFuture<Result<WriteOutcome>>;
+
+    fn handle(&mut self, msg: ShardWrite, _: &mut Self::Context) -> Self::Result {
+        let (reply, rx) = oneshot::channel();
+        let job = WriteJob { ops: msg.0, reply };
+        let sent = match &self.writer {
+            Some(w) => w.try_send(job).map_err(|e| match e {
+                TrySendError::Full(_) => {
+                    metrics::counter!("ruvector_overloaded_total", "reason" => "shard_write_queue")
+                        .increment(1);
+                    EngineError::Overloaded("shard write queue is full".into())
+                }
+                TrySendError::Disconnected(_) => {
+                    EngineError::Overloaded("shard is shutting down".into())
+                }
+            }),
+            None => Err(EngineError::Overloaded("shard is shutting down".into())),
+        };
+        Box::pin(async move {
+            sent?;
+            rx.await
+                .map_err(|_| EngineError::Internal("shard writer stopped".into()))?
+        })
+    }
+}
+
+impl Handler<ShardSearch> for ShardActor {
+    type Result = ResponseFuture<Result<Vec<Hit>>>;
+
+    fn handle(&mut self, msg: ShardSearch, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let state = self.state.clone();
+        let tuning = self.tuning;
+        let timeout = self.search_timeout;
+        let submitted = self.pool.submit(Box::new(move || {
+            let q = &msg.0;
+            let t = Instant::now();
+            let (hits, path) = state.partition().search(
+                &PartitionQuery {
+                    vector: &q.vector,
+                    k: q.k,
+                    ef: q.ef,
+                    filter: q.filter.as_ref(),
+                    with_vector: q.with_vector,
+                    with_metadata: q.with_metadata,
+                },
+                &tuning,
+            );
+            let path = match path {
+                SearchPath::Graph => "graph",
+                SearchPath::Exact => "exact",
+            };
+            metrics::histogram!("ruvector_shard_search_seconds", "path" => path)
+                .record(t.elapsed().as_secs_f64());
+            let _ = tx.send(hits);
+        }));
+        Box::pin(async move {
+            submitted?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(hits)) => Ok(hits),
+                Ok(Err(_)) => Err(EngineError::Internal("search worker died".into())),
+                Err(_) => Err(EngineError::Timeout(timeout.as_millis() as u64)),
+            }
+        })
+    }
+}
+
+impl Handler<StopShard> for ShardActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopShard, _: &mut Self::Context) -> Self::Result {
+        // Dropping the sender lets the writer drain what is queued and exit.
+        self.writer = None;
+        let thread = self.writer_thread.take();
+        Box::pin(
+            async move {
+                if let Some(t) = thread {
+                    let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}

@@ -1,0 +1,290 @@
+//! The shard's writer thread: the only mutator of its partition and log.
+//!
+//! It takes write jobs from a bounded queue, appends all that arrived together to the log, makes
+//! them durable with one fsync (group commit), applies them to the partition, then acknowledges.
+//! Between batches it takes snapshots and starts/finishes background rebuilds. Searches never
+//! wait for it: they read the partition under its read lock on the search pool.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tokio::sync::oneshot;
+
+use super::ShardState;
+use crate::config::StorageConfig;
+use crate::config::IndexConfig;
+use crate::error::{EngineError, Result};
+use crate::index::hnsw::{Op, Partition};
+use crate::storage::{snapshot, wal::WriteLog, FsyncMode};
+use crate::types::Metadata;
+
+/// A write as a client asks for it (resolved into an `Op` by the writer).
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Upsert {
+        id: String,
+        vector: Vec<f32>,
+        metadata: Option<Metadata>,
+    },
+    Delete {
+        id: String,
+    },
+    /// Merge keys into the metadata; a `null` value removes the key.
+    Patch {
+        id: String,
+        patch: Metadata,
+    },
+}
+
+/// Per op: whether its target existed (delete and patch of a missing point do nothing).
+pub type WriteOutcome = Vec<bool>;
+
+pub struct WriteJob {
+    pub ops: Vec<WriteOp>,
+    pub reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+/// Messages from the writer's helper threads.
+struct Rebuilt(Partition);
+
+pub(super) struct Writer {
+    pub dir: PathBuf,
+    pub state: Arc<ShardState>,
+    pub storage: StorageConfig,
+    pub index: IndexConfig,
+    pub log: WriteLog,
+    pub rx: Receiver<WriteJob>,
+    pub last_snapshot: Instant,
+    pub ops_since_snapshot: u64,
+}
+
+struct Rebuild {
+    done: Receiver<Rebuilt>,
+    backlog: Vec<(u64, Op)>,
+}
+
+/// How long the writer sleeps when idle before it looks at snapshots and rebuilds again.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+/// A rebuild whose backlog of concurrent writes grows past this is abandoned (and retried).
+const MAX_REBUILD_BACKLOG: usize = 1_000_000;
+
+impl Writer {
+    pub fn run(mut self) {
+        let mut rebuild: Option<Rebuild> = None;
+        loop {
+            let first = match self.rx.recv_timeout(IDLE_TICK) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.maintain(&mut rebuild);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let batch = self.gather(first);
+            self.commit(batch, &mut rebuild);
+            self.maintain(&mut rebuild);
+        }
+        // Shutting down: leave a snapshot so the next start loads instead of replaying.
+        if self.ops_since_snapshot > 0 && !self.state.is_discarded() {
+            self.snapshot();
+        }
+        tracing::debug!(collection = %self.state.collection, shard = self.state.shard, "shard writer stopped");
+    }
+
+    /// Takes more jobs that arrived together with `first`, up to the batch bound.
+    fn gather(&self, first: WriteJob) -> Vec<WriteJob> {
+        let mut ops = first.ops.len();
+        let mut batch = vec![first];
+        if self.storage.fsync == FsyncMode::Always {
+            return batch;
+        }
+        let deadline = Instant::now() + Duration::from_micros(self.storage.batch_window_us);
+        while ops < self.storage.max_batch_ops {
+            let next = if self.storage.batch_window_us == 0 {
+                self.rx.try_recv().ok()
+            } else {
+                self.rx.recv_deadline(deadline).ok()
+            };
+            match next {
+                Some(job) => {
+                    ops += job.ops.len();
+                    batch.push(job);
+                }
+                None => break,
+            }
+        }
+        batch
+    }
+
+    fn commit(&mut self, batch: Vec<WriteJob>, rebuild: &mut Option<Rebuild>) {
+        let partition = self.state.partition();
+        let mut seq = self.state.seq();
+        // Existence and metadata as this batch changes them, for delete/patch checks.
+        let mut overlay: HashMap<String, Option<Option<Metadata>>> = HashMap::new();
+        let mut records: Vec<(u64, Op)> = Vec::new();
+        let mut outcomes: Vec<WriteOutcome> = Vec::with_capacity(batch.len());
+        for job in &batch {
+            let mut outcome = Vec::with_capacity(job.ops.len());
+            for op in &job.ops {
+                let current = |id: &str, overlay: &HashMap<String, Option<Option<Metadata>>>| {
+                    match overlay.get(id) {
+                        Some(state) => state.clone(),
+                        None => partition.metadata_of(id),
+                    }
+                };
+                let resolved = match op {
+                    WriteOp::Upsert {
+                        id,
+                        vector,
+                        metadata,
+                    } => {
+                        overlay.insert(id.clone(), Some(metadata.clone()));
+                        Some(Op::Upsert {
+                            id: id.clone(),
+                            vector: vector.clone(),
+                            metadata: metadata.clone(),
+                        })
+                    }
+                    WriteOp::Delete { id } => match current(id, &overlay) {
+                        Some(_) => {
+                            overlay.insert(id.clone(), None);
+                            Some(Op::Delete { id: id.clone() })
+                        }
+                        None => None,
+                    },
+                    WriteOp::Patch { id, patch } => match current(id, &overlay) {
+                        Some(existing) => {
+                            let mut merged = existing.unwrap_or_default();
+                            for (k, v) in patch {
+                                if v.is_null() {
+                                    merged.remove(k);
+                                } else {
+                                    merged.insert(k.clone(), v.clone());
+                                }
+                            }
+                            overlay.insert(id.clone(), Some(Some(merged.clone())));
+                            Some(Op::SetMetadata {
+                                id: id.clone(),
+                                metadata: Some(merged),
+                            })
+                        }
+                        None => None,
+                    },
+                };
+                outcome.push(resolved.is_some());
+                if let Some(op) = resolved {
+                    seq += 1;
+                    records.push((seq, op));
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if let Err(e) = self.persist(&records) {
+            tracing::error!(collection = %self.state.collection, shard = self.state.shard, error = %e, "write log failed; writes refused");
+            for job in batch {
+                let _ = job
+                    .reply
+                    .send(Err(EngineError::Internal(format!("write log: {e}"))));
+            }
+            return;
+        }
+        partition.apply(&records);
+        if let Some(r) = rebuild.as_mut() {
+            r.backlog.extend(records.iter().cloned());
+        }
+        self.ops_since_snapshot += records.len() as u64;
+        self.state.set_seq(seq);
+        metrics::counter!("ruvector_shard_writes_total", "collection" => self.state.collection.to_string())
+            .increment(records.len() as u64);
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = job.reply.send(Ok(outcome));
+        }
+    }
+
+    fn persist(&mut self, records: &[(u64, Op)]) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.log.append(records.iter().map(|(s, op)| (*s, op)))?;
+        if self.storage.fsync != FsyncMode::Never {
+            let t = Instant::now();
+            self.log.sync()?;
+            metrics::histogram!("ruvector_wal_fsync_seconds").record(t.elapsed().as_secs_f64());
+        } else {
+            self.log.commit_len();
+        }
+        metrics::histogram!("ruvector_wal_batch_ops").record(records.len() as f64);
+        Ok(())
+    }
+
+    fn maintain(&mut self, rebuild: &mut Option<Rebuild>) {
+        self.state.publish_gauges();
+        // Finish a rebuild: replay what changed meanwhile, then swap the new partition in.
+        if let Some(r) = rebuild.as_mut() {
+            if let Ok(Rebuilt(fresh)) = r.done.try_recv() {
+                let Some(r) = rebuild.take() else { return };
+                fresh.apply(&r.backlog);
+                let dead = self.state.partition().table().dead();
+                self.state.swap_partition(Arc::new(fresh));
+                metrics::counter!("ruvector_index_rebuilds_total").increment(1);
+                tracing::info!(collection = %self.state.collection, shard = self.state.shard, reclaimed = dead, "shard graph rebuilt without tombstones");
+            } else if r.backlog.len() > MAX_REBUILD_BACKLOG {
+                tracing::warn!(collection = %self.state.collection, shard = self.state.shard, "rebuild fell too far behind writes; abandoned");
+                *rebuild = None;
+            }
+        } else {
+            let p = self.state.partition();
+            let (dead, total) = {
+                let t = p.table();
+                (t.dead(), t.slots.len())
+            };
+            if dead >= self.index.rebuild_min_tombstones
+                && total > 0
+                && dead as f64 / total as f64 > self.index.rebuild_tombstone_fraction
+            {
+                let (tx, done) = crossbeam_channel::bounded(1);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("rebuild-{}-{}", self.state.collection, self.state.shard))
+                    .spawn(move || {
+                        let _ = tx.send(Rebuilt(p.compacted()));
+                    });
+                if spawned.is_ok() {
+                    tracing::info!(collection = %self.state.collection, shard = self.state.shard, dead, total, "rebuilding shard graph in the background");
+                    *rebuild = Some(Rebuild {
+                        done,
+                        backlog: Vec::new(),
+                    });
+                }
+            }
+        }
+        let due = self.ops_since_snapshot >= self.storage.snapshot_max_ops
+            || (self.ops_since_snapshot > 0
+                && self.last_snapshot.elapsed() >= Duration::from_secs(self.storage.snapshot_interval_s));
+        if due {
+            self.snapshot();
+        }
+    }
+
+    fn snapshot(&mut self) {
+        let seq = self.state.seq();
+        let partition = self.state.partition();
+        let t = Instant::now();
+        let result = snapshot::write(&self.dir, seq, &partition)
+            .and_then(|_| self.log.rotate_after_snapshot(seq));
+        self.last_snapshot = Instant::now();
+        match result {
+            Ok(()) => {
+                self.ops_since_snapshot = 0;
+                metrics::histogram!("ruvector_snapshot_seconds").record(t.elapsed().as_secs_f64());
+                tracing::info!(collection = %self.state.collection, shard = self.state.shard, seq, ms = t.elapsed().as_millis() as u64, "snapshot written");
+            }
+            Err(e) => {
+                metrics::counter!("ruvector_snapshot_failures_total").increment(1);
+                tracing::error!(collection = %self.state.collection, shard = self.state.shard, error = %e, "snapshot failed; the log keeps every write");
+            }
+        }
+    }
+}

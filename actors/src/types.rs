@@ -1,0 +1,164 @@
+//! Ids, metrics, points and collection definitions shared by every layer.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{EngineError, Result};
+
+/// Metadata attached to a point: a JSON object.
+pub type Metadata = Map<String, Value>;
+
+/// Longest point id in bytes (the contract says 1–256).
+pub const MAX_ID_BYTES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Cosine,
+    L2,
+    Dot,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Dot => "dot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Metric> {
+        match s {
+            "cosine" => Ok(Metric::Cosine),
+            "l2" => Ok(Metric::L2),
+            "dot" => Ok(Metric::Dot),
+            other => Err(EngineError::invalid(format!(
+                "unknown metric {other:?}: expected cosine, l2 or dot"
+            ))),
+        }
+    }
+}
+
+/// HNSW build and search parameters of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HnswParams {
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+impl HnswParams {
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=128).contains(&self.m) {
+            return Err(EngineError::invalid("hnsw.m must be between 2 and 128"));
+        }
+        if !(1..=4096).contains(&self.ef_construction) {
+            return Err(EngineError::invalid(
+                "hnsw.ef_construction must be between 1 and 4096",
+            ));
+        }
+        if !(1..=4096).contains(&self.ef_search) {
+            return Err(EngineError::invalid(
+                "hnsw.ef_search must be between 1 and 4096",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A collection's definition, persisted as `collection.json` in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub dimension: usize,
+    pub metric: Metric,
+    pub shards: usize,
+    pub hnsw: HnswParams,
+}
+
+/// Checks a collection name against `[A-Za-z0-9_-]{1,64}`.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::invalid(format!(
+            "collection name {name:?} must match [A-Za-z0-9_-]{{1,64}}"
+        )))
+    }
+}
+
+/// Checks a point id: 1–256 bytes, no control characters.
+pub fn validate_point_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(EngineError::invalid(format!(
+            "point id must be 1 to {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(EngineError::invalid(
+            "point id must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a vector's length and values for a collection of `dimension` and `metric`.
+pub fn validate_vector(v: &[f32], dimension: usize, metric: Metric) -> Result<()> {
+    if v.is_empty() {
+        return Err(EngineError::invalid("vector must not be empty"));
+    }
+    if v.len() != dimension {
+        return Err(EngineError::DimensionMismatch {
+            expected: dimension,
+            got: v.len(),
+        });
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(EngineError::invalid(format!(
+            "vector[{i}] is not a finite 32-bit float"
+        )));
+    }
+    if metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
+        return Err(EngineError::invalid(
+            "a zero vector has no direction: not allowed with the cosine metric",
+        ));
+    }
+    Ok(())
+}
+
+/// A point as written by clients and read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub id: String,
+    pub vector: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+/// One search hit, before the HTTP layer shapes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: std::sync::Arc<str>,
+    /// Higher is better.
+    pub score: f32,
+    /// Lower is better.
+    pub distance: f32,
+    pub metadata: Option<Metadata>,
+    pub vector: Option<Vec<f32>>,
+}
+
+impl Hit {
+    /// The contract's order: score descending, then id ascending.
+    pub fn rank_cmp(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.id.as_ref().cmp(b.id.as_ref()))
+    }
+}
