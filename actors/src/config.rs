@@ -42,6 +42,8 @@ pub struct IndexConfig {
     pub max_k: usize,
     /// Most points in one upsert request.
     pub max_points_per_request: usize,
+    /// Most searches in one batch search request.
+    pub max_batch_searches: usize,
     /// Rebuild a shard's graph when tombstones exceed this fraction of its slots…
     pub rebuild_tombstone_fraction: f64,
     /// …and there are at least this many of them.
@@ -118,6 +120,9 @@ impl EngineConfig {
         }
         if !(1..=100_000).contains(&i.max_k) {
             return fail("index.max_k", "must be 1..=100000");
+        }
+        if i.max_batch_searches == 0 {
+            return fail("index.max_batch_searches", "must be at least 1");
         }
         if i.max_points_per_request == 0 {
             return fail("index.max_points_per_request", "must be at least 1");

@@ -269,7 +269,9 @@ mod tests {
         for f in no {
             assert!(!Filter::parse(&f).unwrap().matches(Some(&m)), "{f}");
         }
-        assert!(!Filter::parse(&json!({"type":"task"})).unwrap().matches(None));
+        assert!(!Filter::parse(&json!({"type":"task"}))
+            .unwrap()
+            .matches(None));
     }
 
     #[test]

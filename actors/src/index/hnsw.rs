@@ -314,9 +314,8 @@ impl Partition {
             return (Vec::new(), SearchPath::Exact);
         }
         let exact = t.live() <= tuning.exact_scan_max_points
-            || q.filter.is_some_and(|f| {
-                estimate_selectivity(&t, f) < tuning.exact_scan_selectivity
-            });
+            || q.filter
+                .is_some_and(|f| estimate_selectivity(&t, f) < tuning.exact_scan_selectivity);
         if !exact {
             let ef = q.ef.max(q.k);
             let found = if q.filter.is_none() && t.dead() == 0 {
@@ -325,8 +324,7 @@ impl Partition {
                 let table = &*t;
                 let allowed = |i: &usize| {
                     table.is_live(*i)
-                        && q
-                            .filter
+                        && q.filter
                             .is_none_or(|f| f.matches(table.slots[*i].metadata.as_ref()))
                 };
                 self.graph.search_filter(q.vector, q.k, ef, Some(&allowed))
@@ -471,7 +469,12 @@ mod tests {
     fn replaced_and_deleted_points_are_never_returned() {
         let p = Partition::new(spec(Metric::L2));
         let ops: Vec<(u64, Op)> = (0..200)
-            .map(|i| (i as u64 + 1, upsert(&format!("p{i}"), [i as f32, 0.0, 0.0, 0.0], i % 2)))
+            .map(|i| {
+                (
+                    i as u64 + 1,
+                    upsert(&format!("p{i}"), [i as f32, 0.0, 0.0, 0.0], i % 2),
+                )
+            })
             .collect();
         p.apply(&ops);
         p.apply(&[
@@ -504,7 +507,10 @@ mod tests {
         let ops: Vec<(u64, Op)> = (0..500)
             .map(|i| {
                 let x = i as f32;
-                (i as u64 + 1, upsert(&format!("p{i}"), [1.0, x.sin(), x.cos(), 0.5], i % 100))
+                (
+                    i as u64 + 1,
+                    upsert(&format!("p{i}"), [1.0, x.sin(), x.cos(), 0.5], i % 100),
+                )
             })
             .collect();
         p.apply(&ops);
@@ -527,7 +533,9 @@ mod tests {
         ] {
             let (hits, _) = p.search(&query, &tuning);
             assert_eq!(hits.len(), 5, "5 points carry tag 7");
-            assert!(hits.iter().all(|h| h.metadata.as_ref().unwrap()["tag"] == 7));
+            assert!(hits
+                .iter()
+                .all(|h| h.metadata.as_ref().unwrap()["tag"] == 7));
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
         }
     }

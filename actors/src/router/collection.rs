@@ -120,7 +120,9 @@ impl Collection {
         let mut per_shard: Vec<(Vec<usize>, Vec<WriteOp>)> = vec![(vec![], vec![]); n];
         for (i, op) in ops.into_iter().enumerate() {
             let id = match &op {
-                WriteOp::Upsert { id, .. } | WriteOp::Delete { id } | WriteOp::Patch { id, .. } => id,
+                WriteOp::Upsert { id, .. } | WriteOp::Delete { id } | WriteOp::Patch { id, .. } => {
+                    id
+                }
             };
             let s = self.shard_of(id);
             per_shard[s].0.push(i);
@@ -136,7 +138,8 @@ impl Collection {
         }
         let mut out = vec![false; total];
         for (idx, res) in join_all(calls).await {
-            let outcome = res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??;
+            let outcome =
+                res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??;
             for (i, existed) in idx.into_iter().zip(outcome) {
                 out[i] = existed;
             }
@@ -159,7 +162,9 @@ impl Collection {
         }
         if let Some(t) = req.score_threshold {
             if !t.is_finite() {
-                return Err(EngineError::invalid("score_threshold must be a finite number"));
+                return Err(EngineError::invalid(
+                    "score_threshold must be a finite number",
+                ));
             }
         }
         validate_vector(&req.vector, self.spec.dimension, self.spec.metric)?;
@@ -182,7 +187,9 @@ impl Collection {
             .map(|s| s.addr.send(ShardSearch(query.clone())));
         let mut lists = Vec::with_capacity(self.shards.len());
         for res in join_all(calls).await {
-            lists.push(res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??);
+            lists.push(
+                res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??,
+            );
         }
         let mut hits = merge_top_k(lists, req.k);
         if let Some(t) = req.score_threshold {

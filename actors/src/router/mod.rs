@@ -14,8 +14,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures_util::future::join_all;
 
-pub use collection::{Collection, CollectionInfo, SearchRequest};
 use collection::ShardHandle;
+pub use collection::{Collection, CollectionInfo, SearchRequest};
 use pool::SearchPool;
 
 use crate::config::{EngineConfig, IndexConfig};
@@ -127,7 +127,9 @@ fn open_collection(
         let handles: Vec<_> = (0..spec.shards)
             .map(|i| {
                 let pool = pool.clone();
-                s.spawn(move || OpenedShard::open(&shard_dir(dir, i), &spec.name, i, pspec, cfg, pool))
+                s.spawn(move || {
+                    OpenedShard::open(&shard_dir(dir, i), &spec.name, i, pspec, cfg, pool)
+                })
             })
             .collect();
         handles
@@ -162,7 +164,9 @@ impl Router {
         if self.loaded {
             Ok(())
         } else {
-            Err(EngineError::Overloaded("the server is still loading its data".into()))
+            Err(EngineError::Overloaded(
+                "the server is still loading its data".into(),
+            ))
         }
     }
 
@@ -174,7 +178,12 @@ impl Router {
             .ok_or_else(|| EngineError::NotFound(format!("collection {name:?}")))
     }
 
-    fn install(&mut self, spec: CollectionSpec, dir: PathBuf, opened: Vec<OpenedShard>) -> Arc<Collection> {
+    fn install(
+        &mut self,
+        spec: CollectionSpec,
+        dir: PathBuf,
+        opened: Vec<OpenedShard>,
+    ) -> Arc<Collection> {
         let shards = opened
             .into_iter()
             .map(|o| ShardHandle {
@@ -225,7 +234,11 @@ impl Router {
         })
     }
 
-    fn create(&mut self, name: &str, options: &CollectionOptions) -> Result<(Arc<Collection>, bool)> {
+    fn create(
+        &mut self,
+        name: &str,
+        options: &CollectionOptions,
+    ) -> Result<(Arc<Collection>, bool)> {
         self.ready()?;
         let spec = self.resolve_spec(name, options)?;
         if let Some(existing) = self.collections.get(name) {
@@ -256,7 +269,13 @@ impl Router {
         std::fs::rename(&staging, &dir)?;
         sync_dir(&root)?;
         let opened = open_collection(&self.cfg, &dir, &spec, &self.pool)?;
-        tracing::info!(collection = name, dimension = spec.dimension, metric = spec.metric.as_str(), shards = spec.shards, "collection created");
+        tracing::info!(
+            collection = name,
+            dimension = spec.dimension,
+            metric = spec.metric.as_str(),
+            shards = spec.shards,
+            "collection created"
+        );
         Ok((self.install(spec, dir, opened), true))
     }
 }
@@ -279,34 +298,44 @@ impl Handler<LoadAll> for Router {
     fn handle(&mut self, _: LoadAll, _: &mut Self::Context) -> Self::Result {
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
-        let work = tokio::task::spawn_blocking(move || -> Result<Vec<(CollectionSpec, PathBuf, Vec<OpenedShard>)>> {
-            let root = collections_dir(&cfg);
-            let mut out = Vec::new();
-            for entry in std::fs::read_dir(&root)? {
-                let dir = entry?.path();
-                let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-                if name.starts_with('.') {
-                    // Leftovers of an interrupted create or delete.
-                    std::fs::remove_dir_all(&dir)?;
-                    continue;
-                }
-                let spec: CollectionSpec = match std::fs::read(dir.join(SPEC_FILE))
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(dir = %dir.display(), error = %e, "unreadable collection definition: skipped");
+        let work = tokio::task::spawn_blocking(
+            move || -> Result<Vec<(CollectionSpec, PathBuf, Vec<OpenedShard>)>> {
+                let root = collections_dir(&cfg);
+                let mut out = Vec::new();
+                for entry in std::fs::read_dir(&root)? {
+                    let dir = entry?.path();
+                    let name = dir
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if name.starts_with('.') {
+                        // Leftovers of an interrupted create or delete.
+                        std::fs::remove_dir_all(&dir)?;
                         continue;
                     }
-                };
-                tracing::info!(collection = %spec.name, shards = spec.shards, "loading collection");
-                let opened = open_collection(&cfg, &dir, &spec, &pool)?;
-                out.push((spec, dir, opened));
+                    let spec: CollectionSpec = match std::fs::read(dir.join(SPEC_FILE))
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(dir = %dir.display(), error = %e, "unreadable collection definition: skipped");
+                            continue;
+                        }
+                    };
+                    tracing::info!(collection = %spec.name, shards = spec.shards, "loading collection");
+                    let opened = open_collection(&cfg, &dir, &spec, &pool)?;
+                    out.push((spec, dir, opened));
+                }
+                Ok(out)
+            },
+        );
+        Box::pin(
+            async move {
+                work.await
+                    .map_err(|e| EngineError::Internal(e.to_string()))?
             }
-            Ok(out)
-        });
-        Box::pin(async move { work.await.map_err(|e| EngineError::Internal(e.to_string()))? }
             .into_actor(self)
             .map(|res, act, _| {
                 for (spec, dir, opened) in res? {
@@ -314,7 +343,8 @@ impl Handler<LoadAll> for Router {
                 }
                 act.loaded = true;
                 Ok(())
-            }))
+            }),
+        )
     }
 }
 
@@ -322,7 +352,8 @@ impl Handler<CreateCollection> for Router {
     type Result = Result<(CollectionInfo, bool)>;
 
     fn handle(&mut self, msg: CreateCollection, _: &mut Self::Context) -> Self::Result {
-        self.create(&msg.name, &msg.options).map(|(c, created)| (c.info(), created))
+        self.create(&msg.name, &msg.options)
+            .map(|(c, created)| (c.info(), created))
     }
 }
 
@@ -419,8 +450,11 @@ impl Handler<StopAll> for Router {
         let all: Vec<Arc<Collection>> = self.collections.drain().map(|(_, c)| c).collect();
         Box::pin(
             async move {
-                join_all(all.iter().flat_map(|c| c.shards.iter().map(|s| s.addr.send(StopShard))))
-                    .await;
+                join_all(
+                    all.iter()
+                        .flat_map(|c| c.shards.iter().map(|s| s.addr.send(StopShard))),
+                )
+                .await;
             }
             .into_actor(self),
         )

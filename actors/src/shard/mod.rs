@@ -22,8 +22,8 @@ pub use writer::{WriteJob, WriteOp, WriteOutcome};
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
 use crate::index::filter::Filter;
+use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
 use crate::router::pool::SearchPool;
 use crate::storage::snapshot::{self, GraphSource};
 use crate::storage::wal::{self, WriteLog};
@@ -154,7 +154,8 @@ impl OpenedShard {
         partition.apply(&pending);
         metrics::counter!("ruvector_shard_loads_total", "graph" => source_label).increment(1);
         metrics::counter!("ruvector_wal_replayed_records_total").increment(report.records);
-        metrics::counter!("ruvector_wal_truncations_total").increment(report.truncated.len() as u64);
+        metrics::counter!("ruvector_wal_truncations_total")
+            .increment(report.truncated.len() as u64);
         tracing::info!(
             collection,
             shard,

@@ -14,8 +14,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use super::ShardState;
-use crate::config::StorageConfig;
 use crate::config::IndexConfig;
+use crate::config::StorageConfig;
 use crate::error::{EngineError, Result};
 use crate::index::hnsw::{Op, Partition};
 use crate::storage::{snapshot, wal::WriteLog, FsyncMode};
@@ -129,12 +129,13 @@ impl Writer {
         for job in &batch {
             let mut outcome = Vec::with_capacity(job.ops.len());
             for op in &job.ops {
-                let current = |id: &str, overlay: &HashMap<String, Option<Option<Metadata>>>| {
-                    match overlay.get(id) {
+                let current =
+                    |id: &str, overlay: &HashMap<String, Option<Option<Metadata>>>| match overlay
+                        .get(id)
+                    {
                         Some(state) => state.clone(),
                         None => partition.metadata_of(id),
-                    }
-                };
+                    };
                 let resolved = match op {
                     WriteOp::Upsert {
                         id,
@@ -247,7 +248,10 @@ impl Writer {
             {
                 let (tx, done) = crossbeam_channel::bounded(1);
                 let spawned = std::thread::Builder::new()
-                    .name(format!("rebuild-{}-{}", self.state.collection, self.state.shard))
+                    .name(format!(
+                        "rebuild-{}-{}",
+                        self.state.collection, self.state.shard
+                    ))
                     .spawn(move || {
                         let _ = tx.send(Rebuilt(p.compacted()));
                     });
@@ -262,7 +266,8 @@ impl Writer {
         }
         let due = self.ops_since_snapshot >= self.storage.snapshot_max_ops
             || (self.ops_since_snapshot > 0
-                && self.last_snapshot.elapsed() >= Duration::from_secs(self.storage.snapshot_interval_s));
+                && self.last_snapshot.elapsed()
+                    >= Duration::from_secs(self.storage.snapshot_interval_s));
         if due {
             self.snapshot();
         }

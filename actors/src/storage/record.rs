@@ -70,7 +70,11 @@ pub fn encode(seq: u64, op: &Op, out: &mut Vec<u8>) {
 
 /// Outcome of decoding at one position of a segment.
 pub enum Decoded {
-    Record { seq: u64, op: Op, len: usize },
+    Record {
+        seq: u64,
+        op: Op,
+        len: usize,
+    },
     /// Clean end of data.
     End,
     /// A torn or damaged record: everything from here on is dropped.

@@ -192,12 +192,17 @@ fn verify(dir: &Path, sum: &FileSum) -> Result<(), String> {
 }
 
 fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(dir.join(POINTS)).map_err(|e| e.to_string())?);
+    let mut r = BufReader::with_capacity(
+        1 << 20,
+        File::open(dir.join(POINTS)).map_err(|e| e.to_string())?,
+    );
     let mut word = [0u8; 8];
     r.read_exact(&mut word).map_err(|e| e.to_string())?;
     let n = u64::from_le_bytes(word);
     if n != expected {
-        return Err(format!("points.bin holds {n} slots, manifest says {expected}"));
+        return Err(format!(
+            "points.bin holds {n} slots, manifest says {expected}"
+        ));
     }
     let mut slots = Vec::with_capacity(n as usize);
     let mut buf = Vec::new();
@@ -234,9 +239,11 @@ fn load_graph(
         metric: spec.metric,
     };
     // hnsw_rs asserts on malformed input; checksums were verified first, this is the last guard.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io.load_hnsw_with_dist(dist)))
-        .map_err(|_| "graph loader panicked".to_string())?
-        .map_err(|e| e.to_string())
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        io.load_hnsw_with_dist(dist)
+    }))
+    .map_err(|_| "graph loader panicked".to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// Loads the newest usable snapshot, if any.

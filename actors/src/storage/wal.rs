@@ -112,10 +112,7 @@ impl WriteLog {
     pub fn create(dir: &Path, next_seq: u64) -> io::Result<WriteLog> {
         fs::create_dir_all(dir)?;
         let path = dir.join(segment_name(next_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(dir)?;
         let len = file.metadata()?.len();
         Ok(WriteLog {
@@ -128,7 +125,10 @@ impl WriteLog {
     }
 
     /// Writes records (not yet synced). One `write` call for the whole batch.
-    pub fn append<'a>(&mut self, records: impl IntoIterator<Item = (u64, &'a Op)>) -> io::Result<()> {
+    pub fn append<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, &'a Op)>,
+    ) -> io::Result<()> {
         self.buf.clear();
         for (seq, op) in records {
             record::encode(seq, op, &mut self.buf);

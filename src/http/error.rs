@@ -1,0 +1,70 @@
+//! The HTTP face of errors: `{"error":{"code","message"}}` with the contract's status, and
+//! `Retry-After` plus `retry_after_ms` on 429 and 503. The status mapping is an exhaustive match
+//! so a new error variant cannot silently become a 500.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use ruvector_actors::EngineError;
+use serde_json::json;
+
+/// How long a client should wait after `overloaded` before trying again.
+const OVERLOADED_RETRY_MS: u64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+}
+
+impl ApiError {
+    pub fn invalid(msg: impl Into<String>) -> ApiError {
+        ApiError::Engine(EngineError::invalid(msg))
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Engine(e) => e.code(),
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+        }
+    }
+
+    fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ApiError::Engine(EngineError::Overloaded(_)) => Some(OVERLOADED_RETRY_MS),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Engine(e) => match e {
+                EngineError::InvalidArgument(_) | EngineError::DimensionMismatch { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+                EngineError::AlreadyExists(_) => StatusCode::CONFLICT,
+                EngineError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+                EngineError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(ms) = self.retry_after_ms() {
+            body["retry_after_ms"] = json!(ms);
+            res.insert_header(("Retry-After", ms.div_ceil(1000).to_string()));
+        }
+        if let ApiError::Engine(EngineError::Internal(msg)) = self {
+            tracing::error!(error = %msg, "internal error answered with 500");
+        }
+        res.json(body)
+    }
+}

@@ -1,0 +1,76 @@
+//! `/health/startup|live|ready` and `/metrics`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+
+/// What the probes report: data loaded, draining.
+#[derive(Default)]
+pub struct Health {
+    loaded: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn set_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+fn answer(state: &AppState, ok: bool, status: &str) -> HttpResponse {
+    let body = json!({
+        "status": status,
+        "region": state.settings.server.region,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
+    }
+}
+
+pub async fn startup(state: web::Data<AppState>) -> HttpResponse {
+    let loaded = state.health.is_loaded();
+    answer(&state, loaded, if loaded { "started" } else { "loading" })
+}
+
+pub async fn live(state: web::Data<AppState>) -> HttpResponse {
+    answer(&state, true, "alive")
+}
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let h = &state.health;
+    let status = if h.is_draining() {
+        "draining"
+    } else if !h.is_loaded() {
+        "loading"
+    } else {
+        "ready"
+    };
+    answer(&state, status == "ready", status)
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match &state.prometheus {
+        Some(p) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(p.render()),
+        None => HttpResponse::NotFound()
+            .json(json!({"error": {"code": "not_found", "message": "metrics are disabled"}})),
+    }
+}

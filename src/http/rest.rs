@@ -1,0 +1,563 @@
+//! REST handlers for collections, points and search (PROTOCOL.md §Collections, §Points,
+//! §Search and the design's short paths). Handlers are thin: parse, ask the `Router`, shape.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use actix::dev::ToEnvelope;
+use actix::{Handler, Message};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use ruvector_actors::index::filter::Filter;
+use ruvector_actors::router::{
+    CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup, RouteSearch,
+    RouteWrite, Router, SearchRequest,
+};
+use ruvector_actors::shard::WriteOp;
+use ruvector_actors::types::{Hit, Metadata, Metric};
+use ruvector_actors::EngineError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::body::read_json;
+use super::error::ApiError;
+use super::AppState;
+
+/// The collection the short paths use when none is named.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// Sends a message to the router under the request deadline.
+async fn ask<M>(state: &AppState, msg: M) -> Result<M::Result, ApiError>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    Router: Handler<M>,
+    <Router as actix::Actor>::Context: ToEnvelope<Router, M>,
+{
+    deadline(state, async {
+        state.router.send(msg).await.map_err(|e| {
+            ApiError::from(EngineError::Overloaded(format!("router unavailable: {e}")))
+        })
+    })
+    .await
+}
+
+async fn deadline<T>(
+    state: &AppState,
+    f: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let ms = state.settings.server.request_timeout_ms;
+    tokio::time::timeout(Duration::from_millis(ms), f)
+        .await
+        .map_err(|_| ApiError::from(EngineError::Timeout(ms)))?
+}
+
+fn limit(state: &AppState) -> usize {
+    state.settings.server.max_body_bytes
+}
+
+// ---------- collections ----------
+
+#[derive(Deserialize)]
+struct CreateBody {
+    dimension: usize,
+    metric: Option<String>,
+    shards: Option<usize>,
+    hnsw: Option<HnswBody>,
+}
+
+#[derive(Deserialize, Default)]
+struct HnswBody {
+    m: Option<usize>,
+    ef_construction: Option<usize>,
+    ef_search: Option<usize>,
+}
+
+pub async fn create_collection(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let body: CreateBody = read_json(payload, limit(&state)).await?;
+    let hnsw = body.hnsw.unwrap_or_default();
+    let options = CollectionOptions {
+        dimension: body.dimension,
+        metric: body.metric.as_deref().map(Metric::parse).transpose()?,
+        shards: body.shards,
+        m: hnsw.m,
+        ef_construction: hnsw.ef_construction,
+        ef_search: hnsw.ef_search,
+    };
+    let (info, created) = ask(
+        &state,
+        CreateCollection {
+            name: name.into_inner(),
+            options,
+        },
+    )
+    .await??;
+    Ok(if created {
+        HttpResponse::Created().json(info)
+    } else {
+        HttpResponse::Ok().json(info)
+    })
+}
+
+pub async fn list_collections(state: web::Data<AppState>) -> ApiResult {
+    let list = ask(&state, ListCollections).await??;
+    Ok(HttpResponse::Ok().json(json!({ "collections": list })))
+}
+
+pub async fn get_collection(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult {
+    let c = ask(&state, Lookup(name.into_inner())).await??;
+    Ok(HttpResponse::Ok().json(c.info()))
+}
+
+pub async fn delete_collection(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult {
+    ask(&state, DropCollection(name.into_inner())).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---------- points ----------
+
+/// A point as clients send it: the id is optional (a UUID is assigned).
+#[derive(Deserialize)]
+struct PointBody {
+    id: Option<Value>,
+    vector: Vec<f32>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+fn metadata_of(v: Option<Value>) -> Result<Option<Metadata>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(ApiError::invalid("metadata must be a JSON object")),
+    }
+}
+
+fn id_of(v: Option<Value>) -> Result<String, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::invalid("point id must be a string")),
+    }
+}
+
+fn upserts(points: Vec<PointBody>) -> Result<(Vec<String>, Vec<WriteOp>), ApiError> {
+    if points.is_empty() {
+        return Err(ApiError::invalid("points must not be empty"));
+    }
+    let mut ids = Vec::with_capacity(points.len());
+    let mut ops = Vec::with_capacity(points.len());
+    for p in points {
+        let id = id_of(p.id)?;
+        ids.push(id.clone());
+        ops.push(WriteOp::Upsert {
+            id,
+            vector: p.vector,
+            metadata: metadata_of(p.metadata)?,
+        });
+    }
+    Ok((ids, ops))
+}
+
+#[derive(Deserialize)]
+struct UpsertBody {
+    points: Vec<PointBody>,
+}
+
+async fn write(
+    state: &AppState,
+    collection: String,
+    ops: Vec<WriteOp>,
+    create_dimension: Option<usize>,
+) -> Result<Vec<bool>, ApiError> {
+    Ok(ask(
+        state,
+        RouteWrite {
+            collection,
+            ops,
+            create_dimension,
+        },
+    )
+    .await??)
+}
+
+pub async fn upsert_points(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let body: UpsertBody = read_json(payload, limit(&state)).await?;
+    let (ids, ops) = upserts(body.points)?;
+    write(&state, name.into_inner(), ops, None).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
+}
+
+pub async fn get_point(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult {
+    let (name, id) = path.into_inner();
+    let c = ask(&state, Lookup(name)).await??;
+    Ok(HttpResponse::Ok().json(c.get(&id)?))
+}
+
+#[derive(Deserialize)]
+struct PatchBody {
+    metadata: Value,
+}
+
+pub async fn patch_point(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> ApiResult {
+    let (name, id) = path.into_inner();
+    let body: PatchBody = read_json(payload, limit(&state)).await?;
+    let patch = metadata_of(Some(body.metadata))?.unwrap_or_default();
+    let existed = write(
+        &state,
+        name.clone(),
+        vec![WriteOp::Patch {
+            id: id.clone(),
+            patch,
+        }],
+        None,
+    )
+    .await?;
+    if !existed.first().copied().unwrap_or(false) {
+        return Err(EngineError::NotFound(format!("point {id:?}")).into());
+    }
+    let c = ask(&state, Lookup(name)).await??;
+    Ok(HttpResponse::Ok().json(c.get(&id)?))
+}
+
+pub async fn delete_point(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (name, id) = path.into_inner();
+    let existed = write(&state, name, vec![WriteOp::Delete { id: id.clone() }], None).await?;
+    if !existed.first().copied().unwrap_or(false) {
+        return Err(EngineError::NotFound(format!("point {id:?}")).into());
+    }
+    Ok(HttpResponse::Ok().json(json!({ "deleted": true })))
+}
+
+// ---------- search ----------
+
+fn default_k() -> usize {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+/// A search body; `query` is the short path's name for `vector`.
+#[derive(Deserialize)]
+pub struct SearchBody {
+    pub collection: Option<String>,
+    pub vector: Option<Vec<f32>>,
+    pub query: Option<Vec<f32>>,
+    pub id: Option<String>,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    pub ef_search: Option<usize>,
+    pub filter: Option<Value>,
+    pub score_threshold: Option<f32>,
+    #[serde(default)]
+    pub with_vector: bool,
+    #[serde(default = "yes")]
+    pub with_metadata: bool,
+    pub metric: Option<String>,
+}
+
+/// Resolves a search body against a collection into an engine request (fetching the stored
+/// vector for a search by id).
+pub async fn resolve_search(
+    state: &AppState,
+    collection: &str,
+    b: SearchBody,
+) -> Result<SearchRequest, ApiError> {
+    let filter = match b.filter {
+        None | Some(Value::Null) => None,
+        Some(f) => Some(Filter::parse(&f)?),
+    };
+    let given = [b.vector.is_some(), b.query.is_some(), b.id.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given != 1 {
+        return Err(ApiError::invalid(
+            "give exactly one of \"vector\" (or \"query\") and \"id\"",
+        ));
+    }
+    let c = ask(state, Lookup(collection.to_owned())).await??;
+    if let Some(m) = b.metric.as_deref() {
+        let m = Metric::parse(m)?;
+        if m != c.spec.metric {
+            return Err(ApiError::invalid(format!(
+                "metric {} differs from the collection's metric {}",
+                m.as_str(),
+                c.spec.metric.as_str()
+            )));
+        }
+    }
+    let vector = match (b.vector.or(b.query), b.id) {
+        (Some(v), _) => v,
+        (None, Some(id)) => c.get(&id)?.vector,
+        (None, None) => unreachable!("checked above"),
+    };
+    Ok(SearchRequest {
+        vector,
+        k: b.k,
+        ef_search: b.ef_search,
+        filter,
+        score_threshold: b.score_threshold,
+        with_vector: b.with_vector,
+        with_metadata: b.with_metadata,
+    })
+}
+
+/// A hit on the wire. Serialized straight from f32 (through `Value` it would print f64 digits).
+#[derive(Serialize)]
+pub struct HitJson<'a> {
+    pub id: &'a str,
+    pub score: f32,
+    pub distance: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a Metadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<&'a [f32]>,
+}
+
+pub fn hit_json(h: &Hit) -> HitJson<'_> {
+    HitJson {
+        id: &h.id,
+        score: h.score,
+        distance: h.distance,
+        metadata: h.metadata.as_ref(),
+        vector: h.vector.as_deref(),
+    }
+}
+
+#[derive(Serialize)]
+struct SearchAnswer<'a> {
+    results: Vec<HitJson<'a>>,
+    took_ms: f64,
+}
+
+fn search_answer(hits: &[Hit], t: Instant) -> SearchAnswer<'_> {
+    SearchAnswer {
+        results: hits.iter().map(hit_json).collect(),
+        took_ms: took_ms(t),
+    }
+}
+
+async fn run_search(
+    state: &AppState,
+    collection: String,
+    request: SearchRequest,
+) -> Result<Vec<Hit>, ApiError> {
+    Ok(ask(
+        state,
+        RouteSearch {
+            collection,
+            request,
+        },
+    )
+    .await??)
+}
+
+fn took_ms(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+pub async fn search_points(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let t = Instant::now();
+    let body: SearchBody = read_json(payload, limit(&state)).await?;
+    let name = name.into_inner();
+    let req = resolve_search(&state, &name, body).await?;
+    let hits = run_search(&state, name, req).await?;
+    Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    searches: Vec<Value>,
+}
+
+pub async fn search_batch(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let t = Instant::now();
+    let body: BatchBody = read_json(payload, limit(&state)).await?;
+    let max = state.settings.index.max_batch_searches;
+    if body.searches.is_empty() || body.searches.len() > max {
+        return Err(ApiError::invalid(format!(
+            "searches must hold 1 to {max} searches"
+        )));
+    }
+    let name = name.into_inner();
+    let mut requests = Vec::with_capacity(body.searches.len());
+    for (i, s) in body.searches.into_iter().enumerate() {
+        let b: SearchBody = serde_json::from_value(s)
+            .map_err(|e| ApiError::invalid(format!("searches[{i}]: {e}")))?;
+        requests.push(resolve_search(&state, &name, b).await?);
+    }
+    let all = futures_util::future::try_join_all(
+        requests
+            .into_iter()
+            .map(|r| run_search(&state, name.clone(), r)),
+    )
+    .await?;
+    #[derive(Serialize)]
+    struct BatchAnswer<'a> {
+        results: Vec<Vec<HitJson<'a>>>,
+        took_ms: f64,
+    }
+    Ok(HttpResponse::Ok().json(BatchAnswer {
+        results: all
+            .iter()
+            .map(|hits| hits.iter().map(hit_json).collect())
+            .collect(),
+        took_ms: took_ms(t),
+    }))
+}
+
+// ---------- the design's short paths ----------
+
+#[derive(Deserialize)]
+struct InsertBody {
+    collection: Option<String>,
+    id: Option<Value>,
+    vector: Option<Vec<f32>>,
+    metadata: Option<Value>,
+    vectors: Option<Vec<PointBody>>,
+}
+
+pub async fn short_insert(state: web::Data<AppState>, payload: web::Payload) -> ApiResult {
+    let body: InsertBody = read_json(payload, limit(&state)).await?;
+    let points = match (body.vector, body.vectors) {
+        (Some(vector), None) => vec![PointBody {
+            id: body.id,
+            vector,
+            metadata: body.metadata,
+        }],
+        (None, Some(points)) => points,
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of \"vector\" and \"vectors\"",
+            ))
+        }
+    };
+    let dimension = points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
+    let (ids, ops) = upserts(points)?;
+    let collection = body.collection.unwrap_or_else(|| DEFAULT_COLLECTION.into());
+    write(&state, collection, ops, dimension).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
+}
+
+pub async fn short_search(state: web::Data<AppState>, payload: web::Payload) -> ApiResult {
+    let t = Instant::now();
+    let body: SearchBody = read_json(payload, limit(&state)).await?;
+    let collection = body
+        .collection
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COLLECTION.into());
+    let req = resolve_search(&state, &collection, body).await?;
+    let hits = run_search(&state, collection, req).await?;
+    Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    pub collection: Option<String>,
+    pub query_vector_id: Option<String>,
+    pub k: Option<String>,
+    pub metric: Option<String>,
+}
+
+impl SearchQuery {
+    /// Into a search body (the query string's numbers arrive as text).
+    pub fn into_body(self) -> Result<SearchBody, ApiError> {
+        let k = match self.k.as_deref() {
+            None => default_k(),
+            Some(k) => k.parse().map_err(|_| {
+                ApiError::invalid(format!("k must be a positive integer, got {k:?}"))
+            })?,
+        };
+        let id = self
+            .query_vector_id
+            .ok_or_else(|| ApiError::invalid("query_vector_id is required"))?;
+        Ok(SearchBody {
+            collection: self.collection,
+            vector: None,
+            query: None,
+            id: Some(id),
+            k,
+            ef_search: None,
+            filter: None,
+            score_threshold: None,
+            with_vector: false,
+            with_metadata: true,
+            metric: self.metric,
+        })
+    }
+}
+
+/// `GET /api/v1/search`: cacheable by a CDN (Cache-Control + an ETag that changes with the
+/// collection; If-None-Match answers 304).
+pub async fn short_search_get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<SearchQuery>,
+) -> ApiResult {
+    let t = Instant::now();
+    let body = query.into_inner().into_body()?;
+    let collection = body
+        .collection
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COLLECTION.into());
+    let c = ask(&state, Lookup(collection.clone())).await??;
+    let etag = c.etag();
+    let cache = format!(
+        "public, max-age={}",
+        state.settings.server.search_cache_max_age_s
+    );
+    let matches = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, cache))
+            .finish());
+    }
+    let request = resolve_search(&state, &collection, body).await?;
+    let hits = run_search(&state, collection, request).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache))
+        .json(search_answer(&hits, t)))
+}
+
+/// Query-string errors as our JSON errors.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("bad query string: {err}")).into()
+}
+
+/// Path errors (never expected with String segments) as our JSON errors.
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("bad path: {err}")).into()
+}
