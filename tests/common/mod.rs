@@ -209,16 +209,32 @@ impl Rng {
     }
 }
 
-/// `n` vectors of `dim` around `clusters` random centres (clustered data, not uniform noise).
+/// `n` vectors of `dim` around `clusters` random centres. Each cluster spreads along a few
+/// directions of its own plus a little isotropic noise: clustered data with a low intrinsic
+/// dimension, as embeddings have, not uniform noise.
 pub fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> Vec<Vec<f32>> {
+    const LATENT: usize = 8;
     let mut rng = Rng::new(seed);
-    let centres: Vec<Vec<f32>> = (0..clusters)
-        .map(|_| (0..dim).map(|_| rng.normal()).collect())
+    let centres: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..clusters)
+        .map(|_| {
+            let c = (0..dim).map(|_| rng.normal()).collect();
+            let basis = (0..LATENT)
+                .map(|_| (0..dim).map(|_| rng.normal() * spread).collect())
+                .collect();
+            (c, basis)
+        })
         .collect();
     (0..n)
         .map(|_| {
-            let c = &centres[(rng.next_u64() % clusters as u64) as usize];
-            c.iter().map(|x| x + spread * rng.normal()).collect()
+            let (c, basis) = &centres[(rng.next_u64() % clusters as u64) as usize];
+            let mut v: Vec<f32> = c.iter().map(|x| x + 0.05 * spread * rng.normal()).collect();
+            for b in basis {
+                let z = rng.normal();
+                for (x, d) in v.iter_mut().zip(b) {
+                    *x += z * d;
+                }
+            }
+            v
         })
         .collect()
 }

@@ -6,7 +6,10 @@
 //! - l2: squared euclidean distance (same order as euclidean, one `sqrt` cheaper).
 //! - dot: `f(dot)` with `f` strictly decreasing and positive (`1/(1+x)` for x ≥ 0, `1-x` below),
 //!   so the graph sees the same order as "highest dot first". Exact scores are recomputed for the
-//!   final hits, so `f` never reaches a client.
+//!   final hits, so `f` never reaches a client. This is an inner-product graph (ip-NSW, as
+//!   hnswlib's `ip` space): measured on 10k×32 low-rank clustered data it gave recall@10 0.98 at
+//!   ef 64 where the MIPS-to-L2 reduction (x → (x, √(C²−|x|²))) gave 0.76; on isotropic
+//!   clusters the order flips (0.76 vs 0.82), and both need a larger ef there.
 
 use hnsw_rs::prelude::Distance;
 use simsimd::SpatialSimilarity;

@@ -1,0 +1,183 @@
+//! Search quality on clustered data against brute force, per metric, and the exact-k contract
+//! under deletes, replacements and a filter that matches 1% of points.
+
+mod common;
+
+use common::{clustered, Server};
+use serde_json::{json, Value};
+
+const N: usize = 20_000;
+const DIM: usize = 32;
+const QUERIES: usize = 200;
+const K: usize = 10;
+
+fn load(s: &Server, name: &str, metric: &str, data: &[Vec<f32>]) {
+    s.ok(
+        "PUT",
+        &format!("/api/v1/collections/{name}"),
+        Some(&json!({"dimension": DIM, "metric": metric})),
+    );
+    for (b, chunk) in data.chunks(2000).enumerate() {
+        let points: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json!({"id": format!("p{}", b * 2000 + i), "vector": v, "metadata": {"bucket": (b * 2000 + i) % 100}}))
+            .collect();
+        s.ok(
+            "PUT",
+            &format!("/api/v1/collections/{name}/points"),
+            Some(&json!({ "points": points })),
+        );
+    }
+}
+
+fn score(metric: &str, q: &[f32], v: &[f32]) -> f32 {
+    let dot: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
+    match metric {
+        "cosine" => {
+            let nq: f32 = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let nv: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            dot / (nq * nv)
+        }
+        "dot" => dot,
+        _ => -q
+            .iter()
+            .zip(v)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+fn brute_top(
+    metric: &str,
+    data: &[Vec<f32>],
+    q: &[f32],
+    k: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<String> {
+    let mut scored: Vec<(f32, usize)> = data
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(i, v)| (score(metric, q, v), i))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, i)| format!("p{i}"))
+        .collect()
+}
+
+fn result_ids(v: &Value) -> Vec<String> {
+    v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn recall_at_10_is_at_least_095_for_every_metric() {
+    let s = Server::start(&[]);
+    let data = clustered(N, DIM, 50, 0.35, 7);
+    let queries = clustered(QUERIES, DIM, 50, 0.35, 7_000_001);
+    for metric in ["cosine", "l2", "dot"] {
+        load(&s, metric, metric, &data);
+        let mut found = 0usize;
+        for q in &queries {
+            let truth = brute_top(metric, &data, q, K, |_| true);
+            let r = s.ok(
+                "POST",
+                &format!("/api/v1/collections/{metric}/points/search"),
+                Some(&json!({"vector": q, "k": K, "with_metadata": false})),
+            );
+            let got = result_ids(&r);
+            assert_eq!(got.len(), K);
+            found += got.iter().filter(|id| truth.contains(id)).count();
+        }
+        let recall = found as f64 / (QUERIES * K) as f64;
+        println!("{metric}: recall@10 = {recall:.4}");
+        assert!(recall >= 0.95, "{metric}: recall@10 = {recall}");
+    }
+}
+
+#[test]
+fn exact_k_under_selective_filters_deletes_and_replacements() {
+    let s = Server::start(&[]);
+    let n = 20_000;
+    let data = clustered(n, DIM, 40, 0.4, 11);
+    load(&s, "f", "l2", &data);
+    // Delete 1,000 points and move 1,000 others far away.
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(250) {
+        for i in chunk {
+            s.ok(
+                "DELETE",
+                &format!("/api/v1/collections/f/points/p{}", i * 20),
+                None,
+            );
+        }
+    }
+    let moved: Vec<Value> = (0..1000).map(|i| json!({"id": format!("p{}", i * 20 + 1), "vector": vec![100.0f32; DIM], "metadata": {"bucket": 1000}})).collect();
+    s.ok(
+        "PUT",
+        "/api/v1/collections/f/points",
+        Some(&json!({ "points": moved })),
+    );
+    assert_eq!(
+        s.ok("GET", "/api/v1/collections/f", None)["count"],
+        n - 1000
+    );
+    let deleted = |i: usize| i % 20 == 0 && i < 20_000;
+    let moved_away = |i: usize| i % 20 == 1 && i < 20_000;
+    let queries = clustered(40, DIM, 40, 0.4, 99);
+    let mut overlap = 0usize;
+    for (qi, q) in queries.iter().enumerate() {
+        // 1% filter: bucket 3 holds 200 points; none of them is deleted or moved.
+        let bucket = 3 + (qi % 5) * 20;
+        let r = s.ok(
+            "POST",
+            "/api/v1/collections/f/points/search",
+            Some(&json!({"vector": q, "k": K, "filter": {"bucket": bucket}})),
+        );
+        let got = result_ids(&r);
+        assert_eq!(got.len(), K, "exactly k with a 1% filter");
+        for h in r["results"].as_array().unwrap() {
+            assert_eq!(h["metadata"]["bucket"], bucket);
+        }
+        let truth = brute_top("l2", &data, q, K, |i| {
+            i % 100 == bucket && !deleted(i) && !moved_away(i)
+        });
+        overlap += got.iter().filter(|id| truth.contains(id)).count();
+        // Unfiltered: deleted and moved points never come back.
+        let r = s.ok(
+            "POST",
+            "/api/v1/collections/f/points/search",
+            Some(&json!({"vector": q, "k": 100})),
+        );
+        let got = result_ids(&r);
+        assert_eq!(got.len(), 100);
+        for id in &got {
+            let i: usize = id[1..].parse().unwrap();
+            assert!(
+                !deleted(i) && !moved_away(i),
+                "{id} is deleted or moved away"
+            );
+        }
+    }
+    assert!(
+        overlap as f64 / (40 * K) as f64 >= 0.95,
+        "filtered recall {overlap}/400"
+    );
+    // A filter matching fewer than k points returns exactly those.
+    let r = s.ok("POST", "/api/v1/collections/f/points/search", Some(&json!({"vector": queries[0], "k": 50, "filter": {"must": [{"key": "bucket", "match": 7}, {"key": "bucket", "range": {"lt": 8}}]}})));
+    assert_eq!(result_ids(&r).len(), 50);
+    let r = s.ok(
+        "POST",
+        "/api/v1/collections/f/points/search",
+        Some(&json!({"vector": queries[0], "k": 1000, "filter": {"bucket": 1000}})),
+    );
+    assert_eq!(result_ids(&r).len(), 1000, "every moved point, no more");
+}
