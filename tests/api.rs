@@ -1,5 +1,7 @@
 //! REST contract: collections, points, search, short paths, caching headers, health, metrics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Server;

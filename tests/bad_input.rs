@@ -1,6 +1,8 @@
 //! Every bad request gets the contract's code and status, never a panic, and the server keeps
 //! serving correct results afterwards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Server;

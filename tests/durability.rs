@@ -1,6 +1,8 @@
 //! Acknowledged writes survive `kill -9`; a restart loads snapshots instead of rebuilding the
 //! graph; a damaged log tail is truncated and everything before it is served.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

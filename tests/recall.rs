@@ -1,6 +1,8 @@
 //! Search quality on clustered data against brute force, per metric, and the exact-k contract
 //! under deletes, replacements and a filter that matches 1% of points.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{clustered, Server};
@@ -130,7 +132,7 @@ fn exact_k_under_selective_filters_deletes_and_replacements() {
         s.ok("GET", "/api/v1/collections/f", None)["count"],
         n - 1000
     );
-    let deleted = |i: usize| i % 20 == 0 && i < 20_000;
+    let deleted = |i: usize| i.is_multiple_of(20) && i < 20_000;
     let moved_away = |i: usize| i % 20 == 1 && i < 20_000;
     let queries = clustered(40, DIM, 40, 0.4, 99);
     let mut overlap = 0usize;

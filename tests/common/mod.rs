@@ -1,6 +1,7 @@
 //! Black-box harness: runs the real server binary on 127.0.0.1:0 with a temporary data
 //! directory and drives it over HTTP like a client.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -362,11 +362,10 @@ impl Handler<DropCollection> for Router {
 
     fn handle(&mut self, msg: DropCollection, _: &mut Self::Context) -> Self::Result {
         let name = msg.0;
-        let removed = self.lookup(&name).map(|c| {
+        let removed = self.lookup(&name).inspect(|_| {
             self.collections.remove(&name);
             self.deleting.insert(name.clone());
             metrics::gauge!("ruvector_collections").set(self.collections.len() as f64);
-            c
         });
         Box::pin(
             async move {
