@@ -1,0 +1,226 @@
+//! `bench-ann`: build time, durable insert throughput, and recall@k with QPS over an ef sweep,
+//! in process (one partition, the engine alone) and through the HTTP API (the whole server).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ruvector_actors::index::distance::to_graph_form;
+use ruvector_actors::index::hnsw::{Op, Partition, PartitionQuery, PartitionSpec, SearchTuning};
+use ruvector_actors::types::{HnswParams, Metric};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One point of the ef sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub mode: &'static str,
+    pub ef: usize,
+    pub recall: f64,
+    pub qps_1_thread: f64,
+    pub qps_all_threads: f64,
+    pub threads: usize,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+pub struct Dataset<'a> {
+    pub base: &'a [Vec<f32>],
+    pub queries: &'a [Vec<f32>],
+    pub truth: &'a [Vec<u32>],
+    pub k: usize,
+    pub metric: Metric,
+}
+
+fn recall(truth: &[u32], got: &[u32], k: usize) -> usize {
+    let t = &truth[..k.min(truth.len())];
+    got.iter().take(k).filter(|g| t.contains(g)).count()
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Runs `one(query index)` over all queries on `threads` threads; returns QPS.
+fn parallel_qps(n: usize, threads: usize, one: &(dyn Fn(usize) + Sync)) -> f64 {
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                one(i);
+            });
+        }
+    });
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The engine alone: one partition, built with the parallel insert, searched on the graph.
+pub fn in_process(d: &Dataset, hnsw: HnswParams, efs: &[usize], threads: usize) -> (Duration, Vec<SweepRow>) {
+    let spec = PartitionSpec {
+        metric: d.metric,
+        dimension: d.base[0].len(),
+        hnsw,
+    };
+    let p = Partition::new(spec);
+    let t = Instant::now();
+    for (c, chunk) in d.base.chunks(10_000).enumerate() {
+        let ops: Vec<(u64, Op)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let n = c * 10_000 + i;
+                (n as u64 + 1, Op::Upsert { id: n.to_string(), vector: v.clone(), metadata: None })
+            })
+            .collect();
+        p.apply(&ops);
+    }
+    let build = t.elapsed();
+    let tuning = SearchTuning {
+        exact_scan_max_points: 0,
+        exact_scan_selectivity: 0.0,
+    };
+    let forms: Vec<Vec<f32>> = d.queries.iter().map(|q| to_graph_form(d.metric, q)).collect();
+    let search = |i: usize, ef: usize| -> Vec<u32> {
+        let (hits, _) = p.search(
+            &PartitionQuery { vector: &forms[i], k: d.k, ef, filter: None, with_vector: false, with_metadata: false },
+            &tuning,
+        );
+        hits.iter().filter_map(|h| h.id.parse().ok()).collect()
+    };
+    let rows = efs
+        .iter()
+        .map(|&ef| {
+            let mut h = histogram();
+            let mut found = 0;
+            let t = Instant::now();
+            for i in 0..forms.len() {
+                let q = Instant::now();
+                let got = search(i, ef);
+                let _ = h.record(q.elapsed().as_micros().max(1) as u64);
+                found += recall(&d.truth[i], &got, d.k);
+            }
+            let qps1 = forms.len() as f64 / t.elapsed().as_secs_f64();
+            let qps_all = parallel_qps(forms.len(), threads, &|i| {
+                std::hint::black_box(search(i, ef));
+            });
+            SweepRow {
+                mode: "in-process",
+                ef,
+                recall: found as f64 / (forms.len() * d.k) as f64,
+                qps_1_thread: qps1,
+                qps_all_threads: qps_all,
+                threads,
+                p50_us: h.value_at_quantile(0.5),
+                p99_us: h.value_at_quantile(0.99),
+            }
+        })
+        .collect();
+    (build, rows)
+}
+
+pub struct HttpReport {
+    pub insert: Duration,
+    pub rows: Vec<SweepRow>,
+}
+
+fn check(res: reqwest::Result<reqwest::blocking::Response>, what: &str) -> Result<Value, String> {
+    let res = res.map_err(|e| format!("{what}: {e}"))?;
+    let status = res.status();
+    let body: Value = res.json().unwrap_or(Value::Null);
+    if status.is_success() || status.as_u16() == 204 {
+        Ok(body)
+    } else {
+        Err(format!("{what}: HTTP {status}: {body}"))
+    }
+}
+
+/// The whole server: durable inserts in batches from `threads` clients, then the ef sweep with
+/// one client and with `threads` concurrent clients.
+pub fn http(d: &Dataset, url: &str, hnsw: HnswParams, efs: &[usize], threads: usize, batch: usize) -> Result<HttpReport, String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = format!("bench-ann-{}", std::process::id());
+    let coll = format!("{url}/api/v1/collections/{name}");
+    let _ = client.delete(&coll).send();
+    check(
+        client.put(&coll).json(&json!({
+            "dimension": d.base[0].len(),
+            "metric": d.metric.as_str(),
+            "hnsw": {"m": hnsw.m, "ef_construction": hnsw.ef_construction, "ef_search": hnsw.ef_search},
+        })).send(),
+        "create collection",
+    )?;
+    let batches: Vec<(usize, &[Vec<f32>])> = d.base.chunks(batch).enumerate().collect();
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None::<String>);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                let Some((c, chunk)) = batches.get(b) else { break };
+                let points: Vec<Value> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| json!({"id": (c * batch + i).to_string(), "vector": v}))
+                    .collect();
+                if let Err(e) = check(client.put(format!("{coll}/points")).json(&json!({ "points": points })).send(), "insert") {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    break;
+                }
+            });
+        }
+    });
+    let insert = t.elapsed();
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let search = |i: usize, ef: usize| -> Result<Vec<u32>, String> {
+        let body = check(
+            client
+                .post(format!("{coll}/points/search"))
+                .json(&json!({"vector": d.queries[i], "k": d.k, "ef_search": ef, "with_metadata": false}))
+                .send(),
+            "search",
+        )?;
+        Ok(body["results"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|h| h["id"].as_str()?.parse().ok()).collect())
+            .unwrap_or_default())
+    };
+    let mut rows = Vec::new();
+    for &ef in efs {
+        let mut h = histogram();
+        let mut found = 0;
+        let t = Instant::now();
+        for i in 0..d.queries.len() {
+            let q = Instant::now();
+            let got = search(i, ef)?;
+            let _ = h.record(q.elapsed().as_micros().max(1) as u64);
+            found += recall(&d.truth[i], &got, d.k);
+        }
+        let qps1 = d.queries.len() as f64 / t.elapsed().as_secs_f64();
+        let qps_all = parallel_qps(d.queries.len(), threads, &|i| {
+            let _ = std::hint::black_box(search(i, ef));
+        });
+        rows.push(SweepRow {
+            mode: "http",
+            ef,
+            recall: found as f64 / (d.queries.len() * d.k) as f64,
+            qps_1_thread: qps1,
+            qps_all_threads: qps_all,
+            threads,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+        });
+    }
+    let _ = client.delete(&coll).send();
+    Ok(HttpReport { insert, rows })
+}
