@@ -183,3 +183,97 @@ fn exact_k_under_selective_filters_deletes_and_replacements() {
     );
     assert_eq!(result_ids(&r).len(), 1000, "every moved point, no more");
 }
+
+#[test]
+fn tombstones_trigger_a_background_rebuild_while_searches_stay_exact() {
+    let s = Server::start(&[
+        ("RUVECTOR__INDEX__REBUILD_MIN_TOMBSTONES", "200"),
+        ("RUVECTOR__INDEX__REBUILD_TOMBSTONE_FRACTION", "0.2"),
+        ("RUVECTOR__INDEX__EXACT_SCAN_MAX_POINTS", "0"),
+    ]);
+    s.ok(
+        "PUT",
+        "/api/v1/collections/r",
+        Some(&json!({"dimension": DIM, "metric": "l2", "shards": 1})),
+    );
+    let data = clustered(4000, DIM, 10, 0.4, 21);
+    let points: Vec<Value> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"id": format!("p{i}"), "vector": v}))
+        .collect();
+    s.ok(
+        "PUT",
+        "/api/v1/collections/r/points",
+        Some(&json!({ "points": points })),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searcher = {
+        let (base, stop, q) = (s.base.clone(), stop.clone(), data[7].clone());
+        std::thread::spawn(move || {
+            let c = common::client();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r: Value = c
+                    .post(format!("{base}/api/v1/collections/r/points/search"))
+                    .json(&json!({"vector": q, "k": 20}))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                let ids = result_ids(&r);
+                assert_eq!(ids.len(), 20, "{r}");
+                let unique: std::collections::HashSet<&String> = ids.iter().collect();
+                assert_eq!(unique.len(), ids.len(), "a point returned twice: {r}");
+                n += 1;
+            }
+            n
+        })
+    };
+    for i in (1..3000).step_by(2) {
+        s.ok(
+            "DELETE",
+            &format!("/api/v1/collections/r/points/p{i}"),
+            None,
+        );
+    }
+    let t = std::time::Instant::now();
+    while s.metric("ruvector_index_rebuilds_total", &[]) < 1.0 {
+        assert!(t.elapsed().as_secs() < 60, "no rebuild: {}", s.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Writes after the rebuild started are kept too.
+    s.ok(
+        "PUT",
+        "/api/v1/collections/r/points",
+        Some(&json!({"points": [{"id": "late", "vector": data[7]}]})),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(searcher.join().unwrap() > 0);
+    assert_eq!(
+        s.ok("GET", "/api/v1/collections/r", None)["count"],
+        4000 - 1500 + 1
+    );
+    let r = s.ok(
+        "POST",
+        "/api/v1/collections/r/points/search",
+        Some(&json!({"vector": data[7], "k": 1000})),
+    );
+    let ids = result_ids(&r);
+    assert_eq!(ids.len(), 1000);
+    assert_eq!(ids[0], "late");
+    for id in &ids[1..] {
+        let i: usize = id[1..].parse().unwrap();
+        assert!(
+            !(i < 3000 && i % 2 == 1),
+            "deleted {id} returned after the rebuild"
+        );
+    }
+    let t = std::time::Instant::now();
+    // Deletes that raced the rebuild are tombstones of the new graph; what is left must be
+    // under the trigger (200), or another rebuild runs.
+    while s.metric("ruvector_shard_tombstones", &["collection=\"r\""]) >= 200.0 {
+        assert!(t.elapsed().as_secs() < 30, "tombstones not reclaimed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

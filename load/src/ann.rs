@@ -38,7 +38,8 @@ fn recall(truth: &[u32], got: &[u32], k: usize) -> usize {
 }
 
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 /// Runs `one(query index)` over all queries on `threads` threads; returns QPS.
@@ -60,7 +61,12 @@ fn parallel_qps(n: usize, threads: usize, one: &(dyn Fn(usize) + Sync)) -> f64 {
 }
 
 /// The engine alone: one partition, built with the parallel insert, searched on the graph.
-pub fn in_process(d: &Dataset, hnsw: HnswParams, efs: &[usize], threads: usize) -> (Duration, Vec<SweepRow>) {
+pub fn in_process(
+    d: &Dataset,
+    hnsw: HnswParams,
+    efs: &[usize],
+    threads: usize,
+) -> (Duration, Vec<SweepRow>) {
     let spec = PartitionSpec {
         metric: d.metric,
         dimension: d.base[0].len(),
@@ -74,7 +80,14 @@ pub fn in_process(d: &Dataset, hnsw: HnswParams, efs: &[usize], threads: usize) 
             .enumerate()
             .map(|(i, v)| {
                 let n = c * 10_000 + i;
-                (n as u64 + 1, Op::Upsert { id: n.to_string(), vector: v.clone(), metadata: None })
+                (
+                    n as u64 + 1,
+                    Op::Upsert {
+                        id: n.to_string(),
+                        vector: v.clone(),
+                        metadata: None,
+                    },
+                )
             })
             .collect();
         p.apply(&ops);
@@ -84,10 +97,21 @@ pub fn in_process(d: &Dataset, hnsw: HnswParams, efs: &[usize], threads: usize) 
         exact_scan_max_points: 0,
         exact_scan_selectivity: 0.0,
     };
-    let forms: Vec<Vec<f32>> = d.queries.iter().map(|q| to_graph_form(d.metric, q)).collect();
+    let forms: Vec<Vec<f32>> = d
+        .queries
+        .iter()
+        .map(|q| to_graph_form(d.metric, q))
+        .collect();
     let search = |i: usize, ef: usize| -> Vec<u32> {
         let (hits, _) = p.search(
-            &PartitionQuery { vector: &forms[i], k: d.k, ef, filter: None, with_vector: false, with_metadata: false },
+            &PartitionQuery {
+                vector: &forms[i],
+                k: d.k,
+                ef,
+                filter: None,
+                with_vector: false,
+                with_metadata: false,
+            },
             &tuning,
         );
         hits.iter().filter_map(|h| h.id.parse().ok()).collect()
@@ -141,7 +165,14 @@ fn check(res: reqwest::Result<reqwest::blocking::Response>, what: &str) -> Resul
 
 /// The whole server: durable inserts in batches from `threads` clients, then the ef sweep with
 /// one client and with `threads` concurrent clients.
-pub fn http(d: &Dataset, url: &str, hnsw: HnswParams, efs: &[usize], threads: usize, batch: usize) -> Result<HttpReport, String> {
+pub fn http(
+    d: &Dataset,
+    url: &str,
+    hnsw: HnswParams,
+    efs: &[usize],
+    threads: usize,
+    batch: usize,
+) -> Result<HttpReport, String> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()
@@ -165,13 +196,21 @@ pub fn http(d: &Dataset, url: &str, hnsw: HnswParams, efs: &[usize], threads: us
         for _ in 0..threads {
             s.spawn(|| loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
-                let Some((c, chunk)) = batches.get(b) else { break };
+                let Some((c, chunk)) = batches.get(b) else {
+                    break;
+                };
                 let points: Vec<Value> = chunk
                     .iter()
                     .enumerate()
                     .map(|(i, v)| json!({"id": (c * batch + i).to_string(), "vector": v}))
                     .collect();
-                if let Err(e) = check(client.put(format!("{coll}/points")).json(&json!({ "points": points })).send(), "insert") {
+                if let Err(e) = check(
+                    client
+                        .put(format!("{coll}/points"))
+                        .json(&json!({ "points": points }))
+                        .send(),
+                    "insert",
+                ) {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     break;
                 }
@@ -192,7 +231,11 @@ pub fn http(d: &Dataset, url: &str, hnsw: HnswParams, efs: &[usize], threads: us
         )?;
         Ok(body["results"]
             .as_array()
-            .map(|a| a.iter().filter_map(|h| h["id"].as_str()?.parse().ok()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h["id"].as_str()?.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default())
     };
     let mut rows = Vec::new();

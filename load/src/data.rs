@@ -19,7 +19,11 @@ fn read_vecs<T>(path: &Path, parse: impl Fn([u8; 4]) -> T) -> io::Result<Vec<Vec
         if !(1..=65536).contains(&dim) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: bad dimension {dim} at vector {}", path.display(), out.len()),
+                format!(
+                    "{}: bad dimension {dim} at vector {}",
+                    path.display(),
+                    out.len()
+                ),
             ));
         }
         let mut v = Vec::with_capacity(dim as usize);
@@ -40,7 +44,11 @@ pub fn read_ivecs(path: &Path) -> io::Result<Vec<Vec<u32>>> {
     read_vecs(path, |w| i32::from_le_bytes(w).max(0) as u32)
 }
 
-fn write_vecs<T: Copy>(path: &Path, rows: &[Vec<T>], bytes: impl Fn(T) -> [u8; 4]) -> io::Result<()> {
+fn write_vecs<T: Copy>(
+    path: &Path,
+    rows: &[Vec<T>],
+    bytes: impl Fn(T) -> [u8; 4],
+) -> io::Result<()> {
     let mut w = BufWriter::new(File::create(path)?);
     for row in rows {
         w.write_all(&(row.len() as i32).to_le_bytes())?;
@@ -85,7 +93,14 @@ impl Rng {
 /// Base and query vectors from the same clusters: each cluster spreads along `latent` random
 /// directions of its own plus a little isotropic noise (low intrinsic dimension, like
 /// embeddings).
-pub fn clustered(n: usize, queries: usize, dim: usize, clusters: usize, latent: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+pub fn clustered(
+    n: usize,
+    queries: usize,
+    dim: usize,
+    clusters: usize,
+    latent: usize,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut rng = Rng::new(seed);
     let spread = 0.35;
     let centres: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..clusters)
@@ -114,8 +129,15 @@ pub fn clustered(n: usize, queries: usize, dim: usize, clusters: usize, latent: 
 }
 
 /// Exact top-`k` ids per query (higher `score` first), on every core.
-pub fn ground_truth(base: &[Vec<f32>], queries: &[Vec<f32>], k: usize, score: fn(&[f32], &[f32]) -> f32) -> Vec<Vec<u32>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+pub fn ground_truth(
+    base: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    k: usize,
+    score: fn(&[f32], &[f32]) -> f32,
+) -> Vec<Vec<u32>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let chunk = queries.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = queries
@@ -124,7 +146,11 @@ pub fn ground_truth(base: &[Vec<f32>], queries: &[Vec<f32>], k: usize, score: fn
                 s.spawn(move || {
                     qs.iter()
                         .map(|q| {
-                            let mut scored: Vec<(f32, u32)> = base.iter().enumerate().map(|(i, v)| (score(q, v), i as u32)).collect();
+                            let mut scored: Vec<(f32, u32)> = base
+                                .iter()
+                                .enumerate()
+                                .map(|(i, v)| (score(q, v), i as u32))
+                                .collect();
                             let kth = k.min(scored.len());
                             if kth > 0 {
                                 scored.select_nth_unstable_by(kth - 1, |a, b| b.0.total_cmp(&a.0));
@@ -137,7 +163,10 @@ pub fn ground_truth(base: &[Vec<f32>], queries: &[Vec<f32>], k: usize, score: fn
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     })
 }
 

@@ -10,7 +10,11 @@ use ruvector_actors::types::{HnswParams, Metric};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "ruvector-load", version, about = "Benchmarks and load generator for ruvector-streaming")]
+#[command(
+    name = "ruvector-load",
+    version,
+    about = "Benchmarks and load generator for ruvector-streaming"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,7 +96,11 @@ fn main() {
 
 fn bench_ann(a: BenchAnn) -> Result<(), String> {
     let metric = Metric::parse(&a.metric).map_err(|e| e.to_string())?;
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let (base, queries) = match (&a.base, &a.queries) {
         (Some(b), Some(q)) => (
             data::read_fvecs(b).map_err(|e| e.to_string())?,
@@ -121,8 +129,18 @@ fn bench_ann(a: BenchAnn) -> Result<(), String> {
         data::write_fvecs(&dir.join("queries.fvecs"), &queries).map_err(|e| e.to_string())?;
         data::write_ivecs(&dir.join("gt.ivecs"), &truth).map_err(|e| e.to_string())?;
     }
-    let hnsw = HnswParams { m: a.m, ef_construction: a.ef_construction, ef_search: 64 };
-    let d = ann::Dataset { base: &base, queries: &queries, truth: &truth, k: a.k, metric };
+    let hnsw = HnswParams {
+        m: a.m,
+        ef_construction: a.ef_construction,
+        ef_search: 64,
+    };
+    let d = ann::Dataset {
+        base: &base,
+        queries: &queries,
+        truth: &truth,
+        k: a.k,
+        metric,
+    };
     println!(
         "bench-ann: {} base x {} dims, {} queries, metric {}, M={} ef_construction={}, k={}, {} threads",
         base.len(), base[0].len(), queries.len(), metric.as_str(), a.m, a.ef_construction, a.k, threads
@@ -134,7 +152,11 @@ fn bench_ann(a: BenchAnn) -> Result<(), String> {
     let mut rows = Vec::new();
     if !a.no_in_process {
         let (build, r) = ann::in_process(&d, hnsw, &a.ef, threads);
-        println!("in-process build: {:.2} s ({:.0} points/s)", build.as_secs_f64(), base.len() as f64 / build.as_secs_f64());
+        println!(
+            "in-process build: {:.2} s ({:.0} points/s)",
+            build.as_secs_f64(),
+            base.len() as f64 / build.as_secs_f64()
+        );
         report["in_process_build_s"] = json!(build.as_secs_f64());
         rows.extend(r);
     }
@@ -142,13 +164,18 @@ fn bench_ann(a: BenchAnn) -> Result<(), String> {
         let h = ann::http(&d, url.trim_end_matches('/'), hnsw, &a.ef, threads, a.batch)?;
         println!(
             "http durable insert: {:.2} s ({:.0} points/s, batches of {})",
-            h.insert.as_secs_f64(), base.len() as f64 / h.insert.as_secs_f64(), a.batch
+            h.insert.as_secs_f64(),
+            base.len() as f64 / h.insert.as_secs_f64(),
+            a.batch
         );
         report["http_insert_s"] = json!(h.insert.as_secs_f64());
         report["http_insert_points_per_s"] = json!(base.len() as f64 / h.insert.as_secs_f64());
         rows.extend(h.rows);
     }
-    println!("{:<11} {:>5} {:>9} {:>12} {:>12} {:>9} {:>9}", "mode", "ef", "recall", "qps(1 thr)", "qps(all)", "p50 us", "p99 us");
+    println!(
+        "{:<11} {:>5} {:>9} {:>12} {:>12} {:>9} {:>9}",
+        "mode", "ef", "recall", "qps(1 thr)", "qps(all)", "p50 us", "p99 us"
+    );
     for r in &rows {
         println!(
             "{:<11} {:>5} {:>9.4} {:>12.0} {:>12.0} {:>9} {:>9}",
@@ -157,7 +184,11 @@ fn bench_ann(a: BenchAnn) -> Result<(), String> {
     }
     report["sweep"] = json!(rows);
     if let Some(out) = &a.out {
-        std::fs::write(out, serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        std::fs::write(
+            out,
+            serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -113,6 +113,8 @@ pub struct ShardActor {
     tuning: SearchTuning,
     search_timeout: Duration,
     mailbox: usize,
+    /// `ruvector_shard_queue_depth{collection,shard}`: write requests waiting for the writer.
+    queue_depth: metrics::Gauge,
 }
 
 /// A shard opened from disk, ready to become an actor.
@@ -199,6 +201,11 @@ impl OpenedShard {
                 tuning: cfg.index.tuning(),
                 search_timeout: Duration::from_millis(cfg.index.search_timeout_ms),
                 mailbox: cfg.index.shard_mailbox,
+                queue_depth: metrics::gauge!(
+                    "ruvector_shard_queue_depth",
+                    "collection" => collection.to_owned(),
+                    "shard" => shard.to_string()
+                ),
             },
         })
     }
@@ -242,6 +249,9 @@ impl Handler<ShardWrite> for ShardActor {
             }),
             None => Err(EngineError::Overloaded("shard is shutting down".into())),
         };
+        if let Some(w) = &self.writer {
+            self.queue_depth.set(w.len() as f64);
+        }
         Box::pin(async move {
             sent?;
             rx.await
