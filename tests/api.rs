@@ -300,3 +300,26 @@ fn sigterm_drains_and_restart_loads_the_final_snapshot() {
     );
     assert_eq!(s2.metric("ruvector_wal_replayed_records_total", &[]), 0.0);
 }
+
+#[test]
+fn invalid_configuration_fails_the_start_naming_the_key() {
+    for (key, value, named) in [
+        ("RUVECTOR__SERVER__PORT", "eighty", "server.port"),
+        ("RUVECTOR__STORAGE__FSYNC", "sometimes", "storage.fsync"),
+        ("RUVECTOR__INDEX__MAX_K", "0", "index.max_k"),
+        ("HNSW_M", "1000", "index.hnsw"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ruvector-streaming"))
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{key}={value}: {err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ruvector-streaming"))
+        .args(["--config", "/nonexistent/ruvector.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
