@@ -104,6 +104,11 @@ fn recall_at_10_is_at_least_095_for_every_metric() {
         println!("{metric}: recall@10 = {recall:.4}");
         assert!(recall >= 0.95, "{metric}: recall@10 = {recall}");
     }
+    // The searches ran on the flat graph view, not on a fallback.
+    assert!(
+        s.metric("ruvector_shard_search_seconds_count", &["path=\"view\""])
+            >= (3 * QUERIES * 2) as f64 * 0.9
+    );
 }
 
 #[test]

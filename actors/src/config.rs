@@ -52,6 +52,11 @@ pub struct IndexConfig {
     pub exact_scan_max_points: usize,
     /// Filters matching less than this fraction of points are answered by an exact scan.
     pub exact_scan_selectivity: f64,
+    /// Searches use the flat graph view while at most this many points were added since it was
+    /// frozen (scanned exactly); beyond, hnsw_rs's own (slower) search answers.
+    pub view_max_delta: usize,
+    /// A background view refresh starts once this many points were added since the last one.
+    pub view_refresh_min: usize,
     /// Threads of the search pool; 0 = number of cores.
     pub search_threads: usize,
     /// Bound of the search pool's queue (shard searches); full answers `overloaded`.
@@ -94,6 +99,7 @@ impl IndexConfig {
 
     pub fn tuning(&self) -> SearchTuning {
         SearchTuning {
+            view_max_delta: self.view_max_delta,
             exact_scan_max_points: self.exact_scan_max_points,
             exact_scan_selectivity: self.exact_scan_selectivity,
         }

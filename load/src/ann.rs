@@ -93,7 +93,14 @@ pub fn in_process(
         p.apply(&ops);
     }
     let build = t.elapsed();
+    let t = Instant::now();
+    p.refresh_view();
+    println!(
+        "in-process graph view freeze: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let tuning = SearchTuning {
+        view_max_delta: 4096,
         exact_scan_max_points: 0,
         exact_scan_selectivity: 0.0,
     };

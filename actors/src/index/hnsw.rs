@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 
 use super::distance::{exact_score, to_graph_form, SimdDistance};
 use super::filter::Filter;
+use super::view::GraphView;
 use crate::types::{Hit, HnswParams, Metadata, Metric, Point};
 
 /// hnsw_rs's maximum number of layers.
@@ -35,6 +36,9 @@ pub struct PartitionSpec {
 /// Knobs of the search path, from config.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchTuning {
+    /// The flat graph view is used while at most this many slots were added since it was frozen
+    /// (they are scanned exactly); past it, hnsw_rs's own search answers.
+    pub view_max_delta: usize,
     /// Partitions with at most this many live points are scanned exactly.
     pub exact_scan_max_points: usize,
     /// Filters estimated to match less than this fraction of points are answered by an exact scan.
@@ -139,6 +143,9 @@ impl Op {
 /// Which way a search was answered (for metrics and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchPath {
+    /// Our search over the flat graph view (plus an exact scan of the points added since).
+    View,
+    /// hnsw_rs's own search (no view yet, or too many points added since it was frozen).
     Graph,
     Exact,
 }
@@ -158,6 +165,8 @@ pub struct Partition {
     spec: PartitionSpec,
     graph: Hnsw<'static, f32, SimdDistance>,
     table: RwLock<SlotTable>,
+    /// The read-optimised copy of the graph searches use (see `view.rs`).
+    view: RwLock<Option<Arc<GraphView>>>,
 }
 
 fn new_graph(spec: &PartitionSpec, capacity_hint: usize) -> Hnsw<'static, f32, SimdDistance> {
@@ -174,11 +183,45 @@ fn new_graph(spec: &PartitionSpec, capacity_hint: usize) -> Hnsw<'static, f32, S
 
 impl Partition {
     pub fn new(spec: PartitionSpec) -> Partition {
-        Partition {
-            graph: new_graph(&spec, 1024),
-            spec,
-            table: RwLock::new(SlotTable::default()),
+        Partition::from_parts(spec, new_graph(&spec, 1024), SlotTable::default())
+    }
+
+    /// Slots added since the graph view was frozen (all of them without a view).
+    pub fn view_lag(&self) -> usize {
+        let slots = self.table.read().slots.len();
+        slots
+            - self
+                .view
+                .read()
+                .as_ref()
+                .map_or(0, |v| v.covered().min(slots))
+    }
+
+    /// Freezes a fresh graph view now (blocking; see `refresh_view_in_background`).
+    pub fn refresh_view(&self) {
+        let slots = self.table.read().slots.len();
+        let dist = SimdDistance {
+            metric: self.spec.metric,
+        };
+        let fresh = GraphView::freeze(&self.graph, slots, dist).map(Arc::new);
+        *self.view.write() = fresh;
+    }
+
+    /// Refreshes the view when enough slots were added since the last freeze: at least
+    /// `min_lag` and at least 1/16 of what the view covers (so the O(n) freezes add up to a
+    /// constant factor of the inserts). Must run on the thread that inserts into the graph:
+    /// hnsw_rs's point iterator and a concurrent insert can deadlock on its internal locks.
+    pub fn refresh_view_if_due(&self, min_lag: usize) -> bool {
+        let covered = self.view.read().as_ref().map_or(0, |v| v.covered());
+        let lag = self.view_lag();
+        if lag == 0 || lag < min_lag.max(covered / 16) {
+            return false;
         }
+        let t = std::time::Instant::now();
+        self.refresh_view();
+        metrics::histogram!("ruvector_graph_view_refresh_seconds")
+            .record(t.elapsed().as_secs_f64());
+        true
     }
 
     /// A partition from a loaded graph and its slot table (a snapshot).
@@ -191,6 +234,7 @@ impl Partition {
             spec,
             graph,
             table: RwLock::new(table),
+            view: RwLock::new(None),
         }
     }
 
@@ -316,7 +360,32 @@ impl Partition {
         let exact = t.live() <= tuning.exact_scan_max_points
             || q.filter
                 .is_some_and(|f| estimate_selectivity(&t, f) < tuning.exact_scan_selectivity);
-        if !exact {
+        let table = &*t;
+        let allowed = |i: usize| {
+            table.is_live(i)
+                && q.filter
+                    .is_none_or(|f| f.matches(table.slots[i].metadata.as_ref()))
+        };
+        let view = self.view.read().clone();
+        let view = view.filter(|v| {
+            let delta = t.slots.len().saturating_sub(v.covered()) + v.missing().len();
+            delta <= tuning.view_max_delta.max(v.covered() / 8)
+        });
+        if let (false, Some(v)) = (exact, view) {
+            let found = v.search(q.vector, q.k, q.ef, &allowed);
+            let mut hits: Vec<Hit> = found
+                .iter()
+                .map(|(_, i)| self.hit(&t.slots[*i], q))
+                .collect();
+            // Slots the view does not cover: scanned exactly.
+            let delta = (v.covered()..t.slots.len()).chain(v.missing().iter().map(|i| *i as usize));
+            hits.extend(self.top_k(&t, q, delta));
+            if hits.len() >= want {
+                hits.sort_by(Hit::rank_cmp);
+                hits.truncate(want);
+                return (hits, SearchPath::View);
+            }
+        } else if !exact {
             let ef = q.ef.max(q.k);
             let found = if q.filter.is_none() && t.dead() == 0 {
                 self.graph.search(q.vector, q.k, ef)
@@ -362,8 +431,19 @@ impl Partition {
 
     /// Exact top-k over every live slot passing the filter.
     fn scan(&self, t: &SlotTable, q: &PartitionQuery<'_>) -> Vec<Hit> {
+        self.top_k(t, q, 0..t.slots.len())
+    }
+
+    /// Exact top-k over the given slots (live ones passing the filter), best first.
+    fn top_k(
+        &self,
+        t: &SlotTable,
+        q: &PartitionQuery<'_>,
+        slots: impl Iterator<Item = usize>,
+    ) -> Vec<Hit> {
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(q.k + 1);
-        for (i, s) in t.slots.iter().enumerate() {
+        for i in slots {
+            let Some(s) = t.slots.get(i) else { continue };
             if !s.live || q.filter.is_some_and(|f| !f.matches(s.metadata.as_ref())) {
                 continue;
             }
@@ -460,6 +540,7 @@ mod tests {
 
     fn graph_tuning() -> SearchTuning {
         SearchTuning {
+            view_max_delta: 0,
             exact_scan_max_points: 0,
             exact_scan_selectivity: 0.0,
         }
@@ -499,6 +580,17 @@ mod tests {
         assert_eq!(compact.table().slots.len(), 199);
         let (hits2, _) = compact.search(&query, &graph_tuning());
         assert_eq!(hits2, hits);
+        // The flat view answers the same, and covers points added after its freeze by a scan.
+        p.refresh_view();
+        p.apply(&[(302, upsert("fresh", [0.5, 0.0, 0.0, 0.0], 0))]);
+        let view_tuning = SearchTuning {
+            view_max_delta: 16,
+            ..graph_tuning()
+        };
+        let (hits3, path) = p.search(&query, &view_tuning);
+        assert_eq!(path, SearchPath::View);
+        let ids: Vec<&str> = hits3.iter().map(|h| h.id.as_ref()).collect();
+        assert_eq!(ids, ["fresh", "p2", "p3"]);
     }
 
     #[test]
@@ -527,6 +619,7 @@ mod tests {
         for tuning in [
             graph_tuning(),
             SearchTuning {
+                view_max_delta: 0,
                 exact_scan_max_points: 0,
                 exact_scan_selectivity: 0.05,
             },

@@ -3,3 +3,4 @@
 pub mod distance;
 pub mod filter;
 pub mod hnsw;
+pub mod view;

@@ -283,6 +283,7 @@ impl Handler<ShardSearch> for ShardActor {
                 &tuning,
             );
             let path = match path {
+                SearchPath::View => "view",
                 SearchPath::Graph => "graph",
                 SearchPath::Exact => "exact",
             };

@@ -223,6 +223,11 @@ impl Writer {
 
     fn maintain(&mut self, rebuild: &mut Option<Rebuild>) {
         self.state.publish_gauges();
+        // Keep the searches' flat graph view close to the graph (here: this thread is the only
+        // one inserting into it).
+        self.state
+            .partition()
+            .refresh_view_if_due(self.index.view_refresh_min);
         // Finish a rebuild: replay what changed meanwhile, then swap the new partition in.
         if let Some(r) = rebuild.as_mut() {
             if let Ok(Rebuilt(fresh)) = r.done.try_recv() {
