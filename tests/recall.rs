@@ -84,8 +84,10 @@ fn result_ids(v: &Value) -> Vec<String> {
 #[test]
 fn recall_at_10_is_at_least_095_for_every_metric() {
     let s = Server::start(&[]);
-    let data = clustered(N, DIM, 50, 0.35, 7);
-    let queries = clustered(QUERIES, DIM, 50, 0.35, 7_000_001);
+    // Half the queries come from the data's clusters, half from other clusters (queries unlike
+    // anything stored are the harder case for a graph index).
+    let (data, mut queries) = common::clustered_with_queries(N, QUERIES / 2, DIM, 50, 0.35, 7);
+    queries.extend(clustered(QUERIES / 2, DIM, 50, 0.35, 7_000_001));
     for metric in ["cosine", "l2", "dot"] {
         load(&s, metric, metric, &data);
         let mut found = 0usize;
@@ -115,7 +117,7 @@ fn recall_at_10_is_at_least_095_for_every_metric() {
 fn exact_k_under_selective_filters_deletes_and_replacements() {
     let s = Server::start(&[]);
     let n = 20_000;
-    let data = clustered(n, DIM, 40, 0.4, 11);
+    let (data, queries) = common::clustered_with_queries(n, 40, DIM, 40, 0.4, 11);
     load(&s, "f", "l2", &data);
     // Delete 1,000 points and move 1,000 others far away.
     for chunk in (0..1000).collect::<Vec<_>>().chunks(250) {
@@ -139,7 +141,6 @@ fn exact_k_under_selective_filters_deletes_and_replacements() {
     );
     let deleted = |i: usize| i.is_multiple_of(20) && i < 20_000;
     let moved_away = |i: usize| i % 20 == 1 && i < 20_000;
-    let queries = clustered(40, DIM, 40, 0.4, 99);
     let mut overlap = 0usize;
     for (qi, q) in queries.iter().enumerate() {
         // 1% filter: bucket 3 holds 200 points; none of them is deleted or moved.

@@ -99,10 +99,10 @@ pub fn clustered(
     dim: usize,
     clusters: usize,
     latent: usize,
+    spread: f32,
     seed: u64,
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut rng = Rng::new(seed);
-    let spread = 0.35;
     let centres: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..clusters)
         .map(|_| {
             let c = (0..dim).map(|_| rng.normal()).collect();

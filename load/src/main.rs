@@ -1,12 +1,10 @@
 //! `ruvector-load`: benchmarks and load for ruvector-streaming.
 
-mod ann;
-mod data;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ruvector_actors::types::{HnswParams, Metric};
+use ruvector_load::{ann, data};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -106,7 +104,7 @@ fn bench_ann(a: BenchAnn) -> Result<(), String> {
             data::read_fvecs(b).map_err(|e| e.to_string())?,
             data::read_fvecs(q).map_err(|e| e.to_string())?,
         ),
-        (None, None) => data::clustered(a.n, a.nq, a.dim, a.clusters, a.latent, a.seed),
+        (None, None) => data::clustered(a.n, a.nq, a.dim, a.clusters, a.latent, 0.35, a.seed),
         _ => return Err("give both --base and --queries, or neither".into()),
     };
     if base.is_empty() || queries.is_empty() {

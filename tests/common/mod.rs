@@ -186,56 +186,19 @@ pub fn client() -> Client {
         .expect("client")
 }
 
-/// Deterministic generator (xorshift64*) so every run sees the same data.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-7);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
+/// `n` clustered vectors (low intrinsic dimension, like embeddings; see `ruvector_load::data`).
+pub fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> Vec<Vec<f32>> {
+    ruvector_load::data::clustered(n, 0, dim, clusters, 8, spread, seed).0
 }
 
-/// `n` vectors of `dim` around `clusters` random centres. Each cluster spreads along a few
-/// directions of its own plus a little isotropic noise: clustered data with a low intrinsic
-/// dimension, as embeddings have, not uniform noise.
-pub fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> Vec<Vec<f32>> {
-    const LATENT: usize = 8;
-    let mut rng = Rng::new(seed);
-    let centres: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..clusters)
-        .map(|_| {
-            let c = (0..dim).map(|_| rng.normal()).collect();
-            let basis = (0..LATENT)
-                .map(|_| (0..dim).map(|_| rng.normal() * spread).collect())
-                .collect();
-            (c, basis)
-        })
-        .collect();
-    (0..n)
-        .map(|_| {
-            let (c, basis) = &centres[(rng.next_u64() % clusters as u64) as usize];
-            let mut v: Vec<f32> = c.iter().map(|x| x + 0.05 * spread * rng.normal()).collect();
-            for b in basis {
-                let z = rng.normal();
-                for (x, d) in v.iter_mut().zip(b) {
-                    *x += z * d;
-                }
-            }
-            v
-        })
-        .collect()
+/// Base vectors and queries drawn from the same clusters.
+pub fn clustered_with_queries(
+    n: usize,
+    queries: usize,
+    dim: usize,
+    clusters: usize,
+    spread: f32,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    ruvector_load::data::clustered(n, queries, dim, clusters, 8, spread, seed)
 }

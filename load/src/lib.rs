@@ -1,0 +1,11 @@
+//! # ruvector-load
+//!
+//! Benchmarks and load for ruvector-streaming, as a library (the `ruvector-load` binary and the
+//! server's tests share its data generators).
+//!
+//! ## Layout
+//! - `data`: `.fvecs`/`.ivecs` I/O, clustered synthetic data, brute-force ground truth.
+//! - `ann`: the `bench-ann` runs, in process and through the HTTP API.
+
+pub mod ann;
+pub mod data;
