@@ -308,7 +308,7 @@ pub async fn resolve_search(
     let vector = match (b.vector.or(b.query), b.id) {
         (Some(v), _) => v,
         (None, Some(id)) => c.get(&id)?.vector,
-        (None, None) => unreachable!("checked above"),
+        (None, None) => return Err(ApiError::invalid("a search needs \"vector\" or \"id\"")),
     };
     Ok(SearchRequest {
         vector,
