@@ -323,3 +323,69 @@ fn invalid_configuration_fails_the_start_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_full_search_pool_answers_overloaded_with_retry_after() {
+    let s = Server::start(&[
+        ("RUVECTOR__INDEX__SEARCH_THREADS", "1"),
+        ("RUVECTOR__INDEX__SEARCH_QUEUE", "2"),
+        // Every search is an exact scan of all points: slow enough to fill the pool.
+        ("RUVECTOR__INDEX__EXACT_SCAN_MAX_POINTS", "1000000"),
+    ]);
+    s.ok(
+        "PUT",
+        "/api/v1/collections/busy",
+        Some(&json!({"dimension": 64, "metric": "l2", "shards": 2})),
+    );
+    let data = common::clustered(20_000, 64, 10, 0.3, 9);
+    for chunk in data.chunks(5000) {
+        let points: Vec<Value> = chunk.iter().map(|v| json!({"vector": v})).collect();
+        s.ok(
+            "PUT",
+            "/api/v1/collections/busy/points",
+            Some(&json!({ "points": points })),
+        );
+    }
+    let q = data[0].clone();
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (base, q) = (s.base.clone(), q.clone());
+            std::thread::spawn(move || {
+                let c = common::client();
+                let mut seen = (0usize, 0usize);
+                for _ in 0..15 {
+                    let res = c
+                        .post(format!("{base}/api/v1/collections/busy/points/search"))
+                        .json(&json!({"vector": q, "k": 1000}))
+                        .send()
+                        .unwrap();
+                    match res.status().as_u16() {
+                        200 => seen.0 += 1,
+                        503 => {
+                            assert!(res.headers().contains_key("retry-after"));
+                            let v: Value = res.json().unwrap();
+                            assert_eq!(v["error"]["code"], "overloaded");
+                            assert_eq!(v["retry_after_ms"], 1000);
+                            seen.1 += 1;
+                        }
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let (ok, shed) = clients
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert!(ok > 0 && shed > 0, "{ok} served, {shed} shed");
+    assert!(s.metric("ruvector_overloaded_total", &["reason=\"search_pool\""]) > 0.0);
+    // Once the burst is over, searches are served again.
+    let r = s.ok(
+        "POST",
+        "/api/v1/collections/busy/points/search",
+        Some(&json!({"vector": q, "k": 3})),
+    );
+    assert_eq!(r["results"].as_array().unwrap().len(), 3);
+}
