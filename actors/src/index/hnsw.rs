@@ -203,7 +203,8 @@ impl Partition {
         let dist = SimdDistance {
             metric: self.spec.metric,
         };
-        let fresh = GraphView::freeze(&self.graph, slots, dist).map(Arc::new);
+        // Restored reverse links: up to M more on layer 0 (see `GraphView::freeze`).
+        let fresh = GraphView::freeze(&self.graph, slots, dist, self.spec.hnsw.m).map(Arc::new);
         *self.view.write() = fresh;
     }
 
