@@ -13,7 +13,8 @@
 //!
 //! ## Message flow
 //! write: HTTP -> `Router` -> `ShardActor` -> writer thread (log append, fsync per batch, apply,
-//! ack). search: HTTP -> `Router` -> every `ShardActor` -> `SearchPool` job -> merged top-k.
+//! ack). search: HTTP -> `Router` (`Lookup`: the collection's routing table) -> every
+//! `ShardActor` -> `SearchPool` job -> merged top-k.
 
 pub mod config;
 pub mod error;

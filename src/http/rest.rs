@@ -2,6 +2,7 @@
 //! §Search and the design's short paths). Handlers are thin: parse, ask the `Router`, shape.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
@@ -10,7 +11,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use ruvector_actors::index::filter::Filter;
 use ruvector_actors::router::{
-    CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup, RouteSearch,
+    Collection, CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup,
     RouteWrite, Router, SearchRequest,
 };
 use ruvector_actors::shard::WriteOp;
@@ -276,11 +277,7 @@ pub struct SearchBody {
 
 /// Resolves a search body against a collection into an engine request (fetching the stored
 /// vector for a search by id).
-pub async fn resolve_search(
-    state: &AppState,
-    collection: &str,
-    b: SearchBody,
-) -> Result<SearchRequest, ApiError> {
+pub fn resolve_search(c: &Collection, b: SearchBody) -> Result<SearchRequest, ApiError> {
     let filter = match b.filter {
         None | Some(Value::Null) => None,
         Some(f) => Some(Filter::parse(&f)?),
@@ -294,7 +291,6 @@ pub async fn resolve_search(
             "give exactly one of \"vector\" (or \"query\") and \"id\"",
         ));
     }
-    let c = ask(state, Lookup(collection.to_owned())).await??;
     if let Some(m) = b.metric.as_deref() {
         let m = Metric::parse(m)?;
         if m != c.spec.metric {
@@ -356,19 +352,25 @@ fn search_answer(hits: &[Hit], t: Instant) -> SearchAnswer<'_> {
     }
 }
 
+/// Runs a search on a collection the router handed out (its shard fan-out, under the request
+/// deadline), without a second trip through the router.
 async fn run_search(
     state: &AppState,
-    collection: String,
+    c: Arc<Collection>,
     request: SearchRequest,
 ) -> Result<Vec<Hit>, ApiError> {
-    Ok(ask(
-        state,
-        RouteSearch {
-            collection,
-            request,
-        },
-    )
-    .await??)
+    deadline(state, async { Ok(c.search(request).await?) }).await
+}
+
+/// Looks the collection up once, resolves the body against it and searches.
+async fn search_in(
+    state: &AppState,
+    collection: String,
+    body: SearchBody,
+) -> Result<Vec<Hit>, ApiError> {
+    let c = ask(state, Lookup(collection)).await??;
+    let request = resolve_search(&c, body)?;
+    run_search(state, c, request).await
 }
 
 fn took_ms(t: Instant) -> f64 {
@@ -382,9 +384,7 @@ pub async fn search_points(
 ) -> ApiResult {
     let t = Instant::now();
     let body: SearchBody = read_json(payload, limit(&state)).await?;
-    let name = name.into_inner();
-    let req = resolve_search(&state, &name, body).await?;
-    let hits = run_search(&state, name, req).await?;
+    let hits = search_in(&state, name.into_inner(), body).await?;
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
 }
 
@@ -406,17 +406,17 @@ pub async fn search_batch(
             "searches must hold 1 to {max} searches"
         )));
     }
-    let name = name.into_inner();
+    let c = ask(&state, Lookup(name.into_inner())).await??;
     let mut requests = Vec::with_capacity(body.searches.len());
     for (i, s) in body.searches.into_iter().enumerate() {
         let b: SearchBody = serde_json::from_value(s)
             .map_err(|e| ApiError::invalid(format!("searches[{i}]: {e}")))?;
-        requests.push(resolve_search(&state, &name, b).await?);
+        requests.push(resolve_search(&c, b)?);
     }
     let all = futures_util::future::try_join_all(
         requests
             .into_iter()
-            .map(|r| run_search(&state, name.clone(), r)),
+            .map(|r| run_search(&state, c.clone(), r)),
     )
     .await?;
     #[derive(Serialize)]
@@ -473,8 +473,7 @@ pub async fn short_search(state: web::Data<AppState>, payload: web::Payload) -> 
         .collection
         .clone()
         .unwrap_or_else(|| DEFAULT_COLLECTION.into());
-    let req = resolve_search(&state, &collection, body).await?;
-    let hits = run_search(&state, collection, req).await?;
+    let hits = search_in(&state, collection, body).await?;
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
 }
 
@@ -527,7 +526,7 @@ pub async fn short_search_get(
         .collection
         .clone()
         .unwrap_or_else(|| DEFAULT_COLLECTION.into());
-    let c = ask(&state, Lookup(collection.clone())).await??;
+    let c = ask(&state, Lookup(collection)).await??;
     let etag = c.etag();
     let cache = format!(
         "public, max-age={}",
@@ -544,8 +543,8 @@ pub async fn short_search_get(
             .insert_header((header::CACHE_CONTROL, cache))
             .finish());
     }
-    let request = resolve_search(&state, &collection, body).await?;
-    let hits = run_search(&state, collection, request).await?;
+    let request = resolve_search(&c, body)?;
+    let hits = run_search(&state, c, request).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, cache))

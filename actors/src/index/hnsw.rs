@@ -294,11 +294,6 @@ impl Partition {
         })
     }
 
-    /// Whether a live point with this id exists.
-    pub fn contains(&self, id: &str) -> bool {
-        self.table.read().get(id).is_some()
-    }
-
     /// Current metadata of a live point.
     pub fn metadata_of(&self, id: &str) -> Option<Option<Metadata>> {
         self.table.read().get(id).map(|s| s.metadata.clone())

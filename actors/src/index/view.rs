@@ -37,9 +37,8 @@ pub struct GraphView {
     /// Slots `0..n` are covered; slot `i`'s graph-form vector is `vectors[i*dim..(i+1)*dim]`.
     n: usize,
     vectors: Vec<f32>,
-    /// Whether slot `i` was in the graph at freeze time (a slot can be pushed before its insert).
-    present: Vec<bool>,
-    /// Slots below `n` that were not in the graph at freeze time (scanned exactly).
+    /// Slots below `n` that were not in the graph at freeze time (a slot is pushed before its
+    /// graph insert); searches scan them exactly.
     missing: Vec<u32>,
     layers: Vec<Layer>,
     entry: Option<u32>,
@@ -163,7 +162,6 @@ impl GraphView {
             dim,
             n,
             vectors,
-            present,
             missing,
             layers,
             entry: entry.map(|(_, id)| id),
@@ -174,11 +172,6 @@ impl GraphView {
     /// Slots covered by the view.
     pub fn covered(&self) -> usize {
         self.n
-    }
-
-    /// Whether slot `i` is in the view's graph.
-    pub fn has(&self, i: usize) -> bool {
-        self.present.get(i).copied().unwrap_or(false)
     }
 
     /// Covered slots that are not in the view's graph.

@@ -23,7 +23,7 @@ use crate::error::{EngineError, Result};
 use crate::index::hnsw::PartitionSpec;
 use crate::shard::{shard_dir, OpenedShard, StopShard, WriteOp};
 use crate::storage::wal::sync_dir;
-use crate::types::{validate_collection_name, CollectionSpec, Hit, HnswParams, Metric};
+use crate::types::{validate_collection_name, CollectionSpec, HnswParams, Metric};
 
 const SPEC_FILE: &str = "collection.json";
 
@@ -68,13 +68,6 @@ pub struct RouteWrite {
     pub collection: String,
     pub ops: Vec<WriteOp>,
     pub create_dimension: Option<usize>,
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Vec<Hit>>")]
-pub struct RouteSearch {
-    pub collection: String,
-    pub request: SearchRequest,
 }
 
 /// Load every collection on disk (once, at start).
@@ -429,15 +422,6 @@ impl Handler<RouteWrite> for Router {
             (other, _) => other,
         };
         Box::pin(async move { target?.write(msg.ops).await })
-    }
-}
-
-impl Handler<RouteSearch> for Router {
-    type Result = ResponseFuture<Result<Vec<Hit>>>;
-
-    fn handle(&mut self, msg: RouteSearch, _: &mut Self::Context) -> Self::Result {
-        let target = self.lookup(&msg.collection);
-        Box::pin(async move { target?.search(msg.request).await })
     }
 }
 

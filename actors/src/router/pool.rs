@@ -44,8 +44,4 @@ impl SearchPool {
         metrics::gauge!("ruvector_search_queue_depth").set(self.tx.len() as f64);
         r
     }
-
-    pub fn queue_depth(&self) -> usize {
-        self.tx.len()
-    }
 }
