@@ -15,7 +15,9 @@
 //! answers 503 until it is done, and API calls answer `overloaded` meanwhile.
 
 pub mod http;
+pub mod server;
 pub mod settings;
+pub mod stream;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -23,19 +25,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpServer};
+use actix_server::ServerHandle;
+use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ruvector_actors::hub::Hub;
 use ruvector_actors::router::{LoadAll, Router, StopAll};
 
 use http::health::Health;
 use http::AppState;
 use settings::Settings;
+use stream::Streams;
 
 /// A started server.
 pub struct Running {
     pub addrs: Vec<SocketAddr>,
     pub health: Arc<Health>,
+    pub streams: Arc<Streams>,
     router: Addr<Router>,
     server: ServerHandle,
     settings: Arc<Settings>,
@@ -50,15 +55,20 @@ pub async fn start(
     std::fs::create_dir_all(&settings.storage.data_dir)?;
     let engine = Arbiter::new().handle();
     let router_engine = engine.clone();
-    let router = Router::new(settings.engine(), router_engine.clone())?;
+    let hub = Arc::new(Hub::new(settings.stream.replay_window));
+    let router = Router::new(settings.engine(), router_engine.clone(), hub.clone())?;
     let router = Router::start_in_arbiter(&engine, move |_| router);
     let health = Arc::new(Health::default());
+    let streams = Streams::new(settings.stream.clone());
+    streams.spawn_sweeper();
 
     let state = web::Data::new(AppState {
         router: router.clone(),
         settings: settings.clone(),
         health: health.clone(),
         prometheus,
+        hub,
+        streams: streams.clone(),
     });
     let s = &settings.server;
     let workers = if s.workers == 0 {
@@ -68,23 +78,7 @@ pub async fn start(
     } else {
         s.workers
     };
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap_fn(http::record)
-            .configure(http::routes)
-    })
-    .workers(workers)
-    .max_connections(s.max_connections)
-    .keep_alive(Duration::from_millis(s.keep_alive_ms))
-    .client_request_timeout(Duration::from_millis(s.client_request_timeout_ms))
-    .shutdown_timeout(s.drain_timeout_ms.div_ceil(1000))
-    .disable_signals()
-    .bind((s.host.as_str(), s.port))?;
-    let addrs = server.addrs();
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
+    let (handle, addrs) = server::serve(state, workers)?;
 
     let loader = router.clone();
     let loaded = health.clone();
@@ -107,6 +101,7 @@ pub async fn start(
     Ok(Running {
         addrs,
         health,
+        streams,
         router,
         server: handle,
         settings,
@@ -114,12 +109,16 @@ pub async fn start(
 }
 
 impl Running {
-    /// Graceful drain: readiness turns 503, the HTTP server finishes in-flight requests and
-    /// stops, then every shard writes a final snapshot; all within `server.drain_timeout_ms`.
+    /// Graceful drain: readiness turns 503, new streams are refused, open streams finish their
+    /// in-flight replies and close (WebSocket 1001), the HTTP server finishes in-flight requests
+    /// and stops, then every shard writes a final snapshot; all within
+    /// `server.drain_timeout_ms`.
     pub async fn drain(self) {
         self.health.set_draining();
         let budget = Duration::from_millis(self.settings.server.drain_timeout_ms);
         let started = std::time::Instant::now();
+        // Streams get half the budget; requests and snapshots the rest.
+        self.streams.drain(started + budget / 2).await;
         if tokio::time::timeout(budget, self.server.stop(true))
             .await
             .is_err()

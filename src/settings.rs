@@ -29,6 +29,23 @@ pub struct ServerSettings {
     pub search_cache_max_age_s: u64,
 }
 
+/// WebSocket and SSE sessions (see `config/default.toml` for each key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    pub max_streams: usize,
+    pub heartbeat_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_outbound_messages: usize,
+    pub max_outbound_bytes: usize,
+    pub write_timeout_ms: u64,
+    pub max_inflight: usize,
+    pub max_frame_bytes: usize,
+    pub max_subscriptions: usize,
+    pub replay_window: usize,
+    pub close_grace_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
@@ -47,6 +64,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageConfig,
     pub index: IndexConfig,
+    pub stream: StreamSettings,
     pub redis: RedisSettings,
     pub metrics: MetricsSettings,
 }
@@ -137,6 +155,28 @@ impl Settings {
         }
         if s.region.is_empty() {
             return fail("server.region", "must not be empty");
+        }
+        let st = &self.stream;
+        for (key, v) in [
+            ("stream.max_streams", st.max_streams as u64),
+            ("stream.heartbeat_interval_ms", st.heartbeat_interval_ms),
+            ("stream.idle_timeout_ms", st.idle_timeout_ms),
+            (
+                "stream.max_outbound_messages",
+                st.max_outbound_messages as u64,
+            ),
+            ("stream.write_timeout_ms", st.write_timeout_ms),
+            ("stream.max_inflight", st.max_inflight as u64),
+        ] {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        if st.max_outbound_bytes < 65536 {
+            return fail("stream.max_outbound_bytes", "must be at least 65536");
+        }
+        if st.max_frame_bytes < 1024 {
+            return fail("stream.max_frame_bytes", "must be at least 1024");
         }
         Ok(())
     }

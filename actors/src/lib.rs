@@ -8,6 +8,8 @@
 //!   tombstones (`hnsw`).
 //! - `storage`: per-shard write-ahead log with group commit (`wal`, `record`) and snapshots.
 //! - `shard`: `ShardActor`, owning one partition and its log through a dedicated writer thread.
+//! - `hub`: the change hub: per-collection sequence numbers, the replay window and indexed
+//!   standing queries (subscriptions) that every applied write is matched against.
 //! - `router`: `Router` actor (collections -> shards, fan-out, top-k merge) and the bounded
 //!   `SearchPool` every search runs on.
 //!
@@ -18,6 +20,7 @@
 
 pub mod config;
 pub mod error;
+pub mod hub;
 pub mod index;
 pub mod router;
 pub mod shard;

@@ -30,7 +30,7 @@ impl ApiError {
         }
     }
 
-    fn retry_after_ms(&self) -> Option<u64> {
+    pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             ApiError::Engine(EngineError::Overloaded(_)) => Some(OVERLOADED_RETRY_MS),
             _ => None,

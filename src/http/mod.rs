@@ -16,8 +16,10 @@ use ruvector_actors::router::Router;
 use ruvector_actors::EngineError;
 
 use crate::settings::Settings;
+use crate::stream::{sse, Streams};
 use error::ApiError;
 use health::Health;
+use ruvector_actors::hub::Hub;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -25,6 +27,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub health: Arc<Health>,
     pub prometheus: Option<PrometheusHandle>,
+    pub hub: Arc<Hub>,
+    pub streams: Arc<Streams>,
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -75,6 +79,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     "/collections/{name}/points/{id}",
                     web::delete().to(rest::delete_point),
                 )
+                .route("/stream/search", web::post().to(sse::search_post))
+                .route("/stream/search", web::get().to(sse::search_get))
+                .route("/stream/subscribe", web::get().to(sse::subscribe))
                 .route("/insert", web::post().to(rest::short_insert))
                 .route("/search", web::post().to(rest::short_search))
                 .route("/search", web::get().to(rest::short_search_get)),

@@ -30,7 +30,7 @@ pub const DEFAULT_COLLECTION: &str = "default";
 type ApiResult = Result<HttpResponse, ApiError>;
 
 /// Sends a message to the router under the request deadline.
-async fn ask<M>(state: &AppState, msg: M) -> Result<M::Result, ApiError>
+pub(crate) async fn ask<M>(state: &AppState, msg: M) -> Result<M::Result, ApiError>
 where
     M: Message + Send + 'static,
     M::Result: Send,
@@ -45,7 +45,7 @@ where
     .await
 }
 
-async fn deadline<T>(
+pub(crate) async fn deadline<T>(
     state: &AppState,
     f: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
@@ -125,11 +125,11 @@ pub async fn delete_collection(state: web::Data<AppState>, name: web::Path<Strin
 
 /// A point as clients send it: the id is optional (a UUID is assigned).
 #[derive(Deserialize)]
-struct PointBody {
-    id: Option<Value>,
-    vector: Vec<f32>,
+pub struct PointBody {
+    pub id: Option<Value>,
+    pub vector: Vec<f32>,
     #[serde(default)]
-    metadata: Option<Value>,
+    pub metadata: Option<Value>,
 }
 
 fn metadata_of(v: Option<Value>) -> Result<Option<Metadata>, ApiError> {
@@ -148,7 +148,7 @@ fn id_of(v: Option<Value>) -> Result<String, ApiError> {
     }
 }
 
-fn upserts(points: Vec<PointBody>) -> Result<(Vec<String>, Vec<WriteOp>), ApiError> {
+pub(crate) fn upserts(points: Vec<PointBody>) -> Result<(Vec<String>, Vec<WriteOp>), ApiError> {
     if points.is_empty() {
         return Err(ApiError::invalid("points must not be empty"));
     }
@@ -171,7 +171,7 @@ struct UpsertBody {
     points: Vec<PointBody>,
 }
 
-async fn write(
+pub(crate) async fn write(
     state: &AppState,
     collection: String,
     ops: Vec<WriteOp>,
@@ -373,7 +373,7 @@ async fn search_in(
     run_search(state, c, request).await
 }
 
-fn took_ms(t: Instant) -> f64 {
+pub(crate) fn took_ms(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 

@@ -107,6 +107,15 @@ impl Filter {
         })
     }
 
+    /// A `must` equality on a scalar value that every matching point satisfies: the dotted path
+    /// and the value's index key (see `index_key`). Used to index standing queries.
+    pub fn equality_key(&self) -> Option<(String, String)> {
+        self.must.iter().find_map(|c| match c {
+            Condition::Match(path, v) => index_key(v).map(|k| (path.join("."), k)),
+            _ => None,
+        })
+    }
+
     /// Whether a point's metadata passes the filter. A point without metadata has no fields.
     pub fn matches(&self, metadata: Option<&Metadata>) -> bool {
         self.must.iter().all(|c| c.matches(metadata))
@@ -194,6 +203,27 @@ fn parse_condition(c: &Value, depth: usize, count: &mut usize) -> Result<Conditi
             Value::Bool(b) => Ok(Condition::Exists(key, *b)),
             _ => Err(bad("\"exists\" must be true or false")),
         },
+    }
+}
+
+/// The index key of a scalar JSON value (numbers by value, so 1 and 1.0 share a key); `None`
+/// for arrays, objects and null.
+pub fn index_key(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(format!("s:{s}")),
+        Value::Number(n) => n.as_f64().map(|x| format!("n:{x}")),
+        Value::Bool(b) => Some(format!("b:{b}")),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// Index keys of the value at a dotted path (one per element when it holds an array).
+pub fn index_keys_at(metadata: Option<&Metadata>, dotted: &str) -> Vec<String> {
+    let path: Vec<String> = dotted.split('.').map(str::to_owned).collect();
+    match lookup(metadata, &path) {
+        Some(Value::Array(items)) => items.iter().filter_map(index_key).collect(),
+        Some(v) => index_key(v).into_iter().collect(),
+        None => vec![],
     }
 }
 

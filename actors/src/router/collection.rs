@@ -180,6 +180,12 @@ impl Collection {
 
     /// Fans the search out to every shard in parallel and merges their top-k lists.
     pub async fn search(self: Arc<Self>, req: SearchRequest) -> Result<Vec<Hit>> {
+        Ok(self.search_ranked(req).await?.collect())
+    }
+
+    /// Like `search`, but hands back the merge itself: hits come out best first, one at a time,
+    /// so a stream can send each as soon as it is final without building the whole answer.
+    pub async fn search_ranked(self: Arc<Self>, req: SearchRequest) -> Result<Ranked> {
         let query = Arc::new(self.prepare(&req)?);
         let calls = self
             .shards
@@ -191,25 +197,44 @@ impl Collection {
                 res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??,
             );
         }
-        let mut hits = merge_top_k(lists, req.k);
-        if let Some(t) = req.score_threshold {
-            hits.retain(|h| h.score >= t);
-        }
-        Ok(hits)
+        Ok(Ranked::new(lists, req.k, req.score_threshold))
     }
 }
 
-/// k-way merge of per-shard lists that are each sorted best first (shards are few, so a linear
-/// pick of the best head beats a heap).
-pub fn merge_top_k(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
-    let mut iters: Vec<std::vec::IntoIter<Hit>> = lists.into_iter().map(Vec::into_iter).collect();
-    let mut heads: Vec<Option<Hit>> = iters.iter_mut().map(Iterator::next).collect();
-    let mut out = Vec::with_capacity(k);
-    while out.len() < k {
+/// A k-way merge of per-shard lists that are each sorted best first, yielding the top k in the
+/// contract's rank order (shards are few, so a linear pick of the best head beats a heap).
+pub struct Ranked {
+    iters: Vec<std::vec::IntoIter<Hit>>,
+    heads: Vec<Option<Hit>>,
+    left: usize,
+    threshold: Option<f32>,
+}
+
+impl Ranked {
+    pub fn new(lists: Vec<Vec<Hit>>, k: usize, threshold: Option<f32>) -> Ranked {
+        let mut iters: Vec<std::vec::IntoIter<Hit>> =
+            lists.into_iter().map(Vec::into_iter).collect();
+        let heads = iters.iter_mut().map(Iterator::next).collect();
+        Ranked {
+            iters,
+            heads,
+            left: k,
+            threshold,
+        }
+    }
+}
+
+impl Iterator for Ranked {
+    type Item = Hit;
+
+    fn next(&mut self) -> Option<Hit> {
+        if self.left == 0 {
+            return None;
+        }
         let mut best: Option<usize> = None;
-        for (i, h) in heads.iter().enumerate() {
+        for (i, h) in self.heads.iter().enumerate() {
             let Some(h) = h else { continue };
-            let better = match best.and_then(|b| heads[b].as_ref()) {
+            let better = match best.and_then(|b| self.heads[b].as_ref()) {
                 None => true,
                 Some(cur) => Hit::rank_cmp(h, cur) == std::cmp::Ordering::Less,
             };
@@ -217,12 +242,21 @@ pub fn merge_top_k(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
                 best = Some(i);
             }
         }
-        let Some(b) = best else { break };
-        if let Some(h) = std::mem::replace(&mut heads[b], iters[b].next()) {
-            out.push(h);
+        let b = best?;
+        let hit = std::mem::replace(&mut self.heads[b], self.iters[b].next())?;
+        if self.threshold.is_some_and(|t| hit.score < t) {
+            // Everything after is worse still.
+            self.left = 0;
+            return None;
         }
+        self.left -= 1;
+        Some(hit)
     }
-    out
+}
+
+/// The top k of per-shard lists, merged.
+pub fn merge_top_k(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
+    Ranked::new(lists, k, None).collect()
 }
 
 #[cfg(test)]

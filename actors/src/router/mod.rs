@@ -15,11 +15,12 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 
 use collection::ShardHandle;
-pub use collection::{Collection, CollectionInfo, SearchRequest};
+pub use collection::{Collection, CollectionInfo, Ranked, SearchRequest};
 use pool::SearchPool;
 
 use crate::config::{EngineConfig, IndexConfig};
 use crate::error::{EngineError, Result};
+use crate::hub::Hub;
 use crate::index::hnsw::PartitionSpec;
 use crate::shard::{shard_dir, OpenedShard, StopShard, WriteOp};
 use crate::storage::wal::sync_dir;
@@ -85,6 +86,7 @@ pub struct Router {
     limits: Arc<IndexConfig>,
     pool: Arc<SearchPool>,
     engine: ArbiterHandle,
+    hub: Arc<Hub>,
     collections: HashMap<String, Arc<Collection>>,
     deleting: HashSet<String>,
     loaded: bool,
@@ -110,6 +112,7 @@ fn open_collection(
     dir: &Path,
     spec: &CollectionSpec,
     pool: &Arc<SearchPool>,
+    hub: &Arc<Hub>,
 ) -> Result<Vec<OpenedShard>> {
     let pspec = PartitionSpec {
         metric: spec.metric,
@@ -120,8 +123,9 @@ fn open_collection(
         let handles: Vec<_> = (0..spec.shards)
             .map(|i| {
                 let pool = pool.clone();
+                let hub = hub.clone();
                 s.spawn(move || {
-                    OpenedShard::open(&shard_dir(dir, i), &spec.name, i, pspec, cfg, pool)
+                    OpenedShard::open(&shard_dir(dir, i), &spec.name, i, pspec, cfg, pool, hub)
                 })
             })
             .collect();
@@ -136,7 +140,7 @@ fn open_collection(
 }
 
 impl Router {
-    pub fn new(cfg: EngineConfig, engine: ArbiterHandle) -> std::io::Result<Router> {
+    pub fn new(cfg: EngineConfig, engine: ArbiterHandle, hub: Arc<Hub>) -> std::io::Result<Router> {
         let pool = Arc::new(SearchPool::new(
             cfg.index.search_threads(),
             cfg.index.search_queue,
@@ -147,6 +151,7 @@ impl Router {
             cfg: Arc::new(cfg),
             pool,
             engine,
+            hub,
             collections: HashMap::new(),
             deleting: HashSet::new(),
             loaded: false,
@@ -261,7 +266,7 @@ impl Router {
         write_spec(&staging, &spec)?;
         std::fs::rename(&staging, &dir)?;
         sync_dir(&root)?;
-        let opened = open_collection(&self.cfg, &dir, &spec, &self.pool)?;
+        let opened = open_collection(&self.cfg, &dir, &spec, &self.pool, &self.hub)?;
         tracing::info!(
             collection = name,
             dimension = spec.dimension,
@@ -291,6 +296,7 @@ impl Handler<LoadAll> for Router {
     fn handle(&mut self, _: LoadAll, _: &mut Self::Context) -> Self::Result {
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
+        let hub = self.hub.clone();
         let work = tokio::task::spawn_blocking(
             move || -> Result<Vec<(CollectionSpec, PathBuf, Vec<OpenedShard>)>> {
                 let root = collections_dir(&cfg);
@@ -318,7 +324,7 @@ impl Handler<LoadAll> for Router {
                         }
                     };
                     tracing::info!(collection = %spec.name, shards = spec.shards, "loading collection");
-                    let opened = open_collection(&cfg, &dir, &spec, &pool)?;
+                    let opened = open_collection(&cfg, &dir, &spec, &pool, &hub)?;
                     out.push((spec, dir, opened));
                 }
                 Ok(out)
@@ -355,8 +361,10 @@ impl Handler<DropCollection> for Router {
 
     fn handle(&mut self, msg: DropCollection, _: &mut Self::Context) -> Self::Result {
         let name = msg.0;
+        let hub = self.hub.clone();
         let removed = self.lookup(&name).inspect(|_| {
             self.collections.remove(&name);
+            hub.forget(&name);
             self.deleting.insert(name.clone());
             metrics::gauge!("ruvector_collections").set(self.collections.len() as f64);
         });

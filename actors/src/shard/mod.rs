@@ -22,6 +22,7 @@ pub use writer::{WriteJob, WriteOp, WriteOutcome};
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
+use crate::hub::Hub;
 use crate::index::filter::Filter;
 use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
 use crate::router::pool::SearchPool;
@@ -37,6 +38,8 @@ pub struct ShardState {
     seq: AtomicU64,
     /// Set when the collection is being deleted: no final snapshot.
     discarded: AtomicBool,
+    /// Where applied writes are published (subscriptions, replay window).
+    pub hub: Arc<Hub>,
 }
 
 impl ShardState {
@@ -132,6 +135,7 @@ impl OpenedShard {
         spec: PartitionSpec,
         cfg: &EngineConfig,
         pool: Arc<SearchPool>,
+        hub: Arc<Hub>,
     ) -> Result<OpenedShard> {
         std::fs::create_dir_all(dir)?;
         let started = Instant::now();
@@ -175,6 +179,7 @@ impl OpenedShard {
             partition: RwLock::new(Arc::new(partition)),
             seq: AtomicU64::new(report.last_seq),
             discarded: AtomicBool::new(false),
+            hub,
         });
         let log = WriteLog::create(dir, report.last_seq + 1)?;
         let (tx, rx) = crossbeam_channel::bounded(cfg.storage.writer_queue);

@@ -17,9 +17,10 @@ use super::ShardState;
 use crate::config::IndexConfig;
 use crate::config::StorageConfig;
 use crate::error::{EngineError, Result};
+use crate::hub::{Change, ChangeOp};
 use crate::index::hnsw::{Op, Partition};
 use crate::storage::{snapshot, wal::WriteLog, FsyncMode};
-use crate::types::Metadata;
+use crate::types::{Metadata, Point};
 
 /// A write as a client asks for it (resolved into an `Op` by the writer).
 #[derive(Debug, Clone)]
@@ -45,6 +46,64 @@ pub type WriteOutcome = Vec<bool>;
 pub struct WriteJob {
     pub ops: Vec<WriteOp>,
     pub reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+/// The hub's view of a batch, taken before it is applied (a delete reports what the point
+/// held; a metadata patch reports the point's vector).
+fn changes_of(partition: &Partition, records: &[(u64, Op)]) -> Vec<Change> {
+    let mut batch: HashMap<&str, Arc<[f32]>> = HashMap::new();
+    let stored = |id: &str, batch: &HashMap<&str, Arc<[f32]>>| -> Option<Point> {
+        match batch.get(id) {
+            Some(v) => Some(Point {
+                id: id.to_owned(),
+                vector: v.to_vec(),
+                metadata: None,
+            }),
+            None => partition.get(id),
+        }
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for (_, op) in records {
+        match op {
+            Op::Upsert {
+                id,
+                vector,
+                metadata,
+            } => {
+                let v: Arc<[f32]> = Arc::from(vector.as_slice());
+                batch.insert(id, v.clone());
+                out.push(Change {
+                    op: ChangeOp::Upsert,
+                    id: Arc::from(id.as_str()),
+                    vector: Some(v),
+                    metadata: metadata.clone(),
+                });
+            }
+            Op::SetMetadata { id, metadata } => {
+                let vector = match batch.get(id.as_str()) {
+                    Some(v) => Some(v.clone()),
+                    None => partition.get(id).map(|p| Arc::from(p.vector)),
+                };
+                out.push(Change {
+                    op: ChangeOp::Upsert,
+                    id: Arc::from(id.as_str()),
+                    vector,
+                    metadata: metadata.clone(),
+                });
+            }
+            Op::Delete { id } => {
+                let old = stored(id, &batch);
+                batch.remove(id.as_str());
+                out.push(Change {
+                    op: ChangeOp::Delete,
+                    id: Arc::from(id.as_str()),
+                    vector: old.as_ref().map(|p| Arc::from(p.vector.as_slice())),
+                    metadata: old.and_then(|p| p.metadata),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Messages from the writer's helper threads.
@@ -192,7 +251,9 @@ impl Writer {
             }
             return;
         }
+        let changes = changes_of(&partition, &records);
         partition.apply(&records);
+        self.state.hub.publish(&self.state.collection, changes);
         if let Some(r) = rebuild.as_mut() {
             r.backlog.extend(records.iter().cloned());
         }

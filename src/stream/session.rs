@@ -1,0 +1,921 @@
+//! The WebSocket session actor: one per stream, owning its socket.
+//!
+//! Reading: the actor is woken when the socket is readable and reads into its worker thread's
+//! scratch buffer (see `wire`); complete frames are handled in place. When `stream.max_inflight`
+//! requests are being served, or the outbound queue is half full, it stops reading: a client that
+//! sends faster than it is served is slowed by TCP, never dropped.
+//!
+//! Writing: replies are queued as ready-made frames (bounded in frames and bytes) and written
+//! without blocking; the queue's memory is released whenever it empties. Search results are
+//! produced lazily from the shard merge while the queue has room, in rank order, one request
+//! after another. Pushed events (subscriptions) that would overflow the queue close the stream
+//! with 4002, as does queued output that makes no progress for `stream.write_timeout_ms`.
+//!
+//! Timers are not per stream: the stream registry's sweeper sends every session a `Tick`, on
+//! which it pings when quiet, closes with 4001 when idle and enforces the write timeout.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::web;
+use bytes::Bytes;
+use futures_util::Stream;
+use ruvector_actors::hub::{Delivery, Sink, StandingQuery};
+use ruvector_actors::index::filter::Filter;
+use ruvector_actors::router::{Lookup, Ranked};
+use ruvector_actors::shard::WriteOp;
+use ruvector_actors::types::validate_vector;
+use ruvector_actors::EngineError;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tungstenite::protocol::frame::coding::Control;
+
+use super::proto::{self, Request};
+use super::wire::{self, close, Incoming, Parsed, WireError};
+use super::Permit;
+use crate::http::error::ApiError;
+use crate::http::rest::{self, DEFAULT_COLLECTION};
+use crate::http::AppState;
+
+thread_local! {
+    /// The read buffer every stream of this worker thread shares.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; wire::SCRATCH_BYTES].into_boxed_slice());
+}
+
+/// The socket, shared by the actor and its readiness stream.
+struct Conn {
+    sock: TcpStream,
+    /// Set while the session does not want to read; the readiness stream then ends.
+    paused: Cell<bool>,
+}
+
+/// Yields whenever the socket is readable.
+struct Readable(Rc<Conn>);
+
+impl Stream for Readable {
+    type Item = std::io::Result<()>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.0.paused.get() {
+            return Poll::Ready(None);
+        }
+        match self.0.sock.poll_read_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A subscription event for this session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push(pub Delivery);
+
+/// The session's mailbox was full when the hub had an event for it: slow consumer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Overflow;
+
+/// Heartbeat, idle and write-timeout check (from the registry's sweeper).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Tick;
+
+/// The server is draining: finish in-flight requests, then close with 1001.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+struct WsSink(Addr<Session>);
+
+impl Sink for WsSink {
+    fn deliver(&self, d: Delivery) -> bool {
+        match self.0.try_send(Push(d)) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                self.0.do_send(Overflow);
+                false
+            }
+            Err(SendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A search whose results are being sent.
+struct Cursor {
+    id: Value,
+    query_id: u64,
+    ranked: Ranked,
+    sent: usize,
+    started: Instant,
+}
+
+pub struct Session {
+    app: web::Data<AppState>,
+    conn: Rc<Conn>,
+    _permit: Permit,
+    reader: Option<SpawnHandle>,
+    /// The tail of a frame that has not fully arrived (empty and unallocated otherwise).
+    inbuf: Vec<u8>,
+    /// A fragmented message being reassembled: (is text, bytes so far).
+    frag: Option<(bool, Vec<u8>)>,
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// Bytes of the front frame already written.
+    front_off: usize,
+    waiting_writable: bool,
+    inflight: usize,
+    cursors: VecDeque<Cursor>,
+    /// Searches whose last frame `pump` queued, not yet settled with `end`.
+    finished_cursors: usize,
+    subs: Vec<(u64, Arc<str>)>,
+    last_seen: Instant,
+    last_ping: Instant,
+    last_progress: Instant,
+    closing: Option<Instant>,
+    draining: bool,
+    done: bool,
+}
+
+impl Session {
+    /// Starts the session actor on the current thread for an upgraded socket; `early` holds
+    /// bytes the client sent right after its upgrade request.
+    pub fn start(app: web::Data<AppState>, sock: TcpStream, permit: Permit, early: Vec<u8>) {
+        let now = Instant::now();
+        let session = Session {
+            app,
+            conn: Rc::new(Conn {
+                sock,
+                paused: Cell::new(false),
+            }),
+            _permit: permit,
+            reader: None,
+            inbuf: early,
+            frag: None,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            front_off: 0,
+            waiting_writable: false,
+            inflight: 0,
+            cursors: VecDeque::new(),
+            finished_cursors: 0,
+            subs: Vec::new(),
+            last_seen: now,
+            last_ping: now,
+            last_progress: now,
+            closing: None,
+            draining: false,
+            done: false,
+        };
+        session.start();
+    }
+
+    fn cfg(&self) -> &crate::settings::StreamSettings {
+        &self.app.settings.stream
+    }
+
+    // ---------- reading ----------
+
+    fn wants_pause(&self) -> bool {
+        self.closing.is_some()
+            || self.draining
+            || self.inflight >= self.cfg().max_inflight
+            || self.out_bytes >= self.cfg().max_outbound_bytes / 2
+    }
+
+    fn pause(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.reader.take() {
+            self.conn.paused.set(true);
+            ctx.cancel_future(h);
+        }
+    }
+
+    /// Reads again once nothing holds it back (first whatever complete frames wait in `inbuf`).
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        if self.reader.is_some() || self.wants_pause() || self.done {
+            return;
+        }
+        if !self.inbuf.is_empty() {
+            self.ingest(&mut [], ctx);
+            if self.wants_pause() {
+                return;
+            }
+        }
+        self.conn.paused.set(false);
+        self.reader = Some(ctx.add_stream(Readable(self.conn.clone())));
+    }
+
+    fn read_some(&mut self, ctx: &mut Context<Self>) {
+        enum Next {
+            More,
+            Stop,
+            Gone,
+        }
+        loop {
+            if self.wants_pause() {
+                self.pause(ctx);
+                return;
+            }
+            let next = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                match self.conn.sock.try_read(&mut scratch[..]) {
+                    Ok(0) => Next::Gone,
+                    Ok(n) => {
+                        self.ingest(&mut scratch[..n], ctx);
+                        Next::More
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Next::Stop,
+                    Err(_) => Next::Gone,
+                }
+            });
+            match next {
+                Next::More => continue,
+                Next::Stop => return,
+                Next::Gone => {
+                    self.finish("eof", ctx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles the complete frames of `inbuf` + `data`, keeping an incomplete tail.
+    fn ingest(&mut self, data: &mut [u8], ctx: &mut Context<Self>) {
+        if self.inbuf.is_empty() {
+            let (used, need) = self.frames(data, ctx);
+            if used < data.len() && !self.done {
+                let rest = &data[used..];
+                let mut v = Vec::with_capacity(need.unwrap_or(0).max(rest.len()));
+                v.extend_from_slice(rest);
+                self.inbuf = v;
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.inbuf);
+            buf.extend_from_slice(data);
+            let (used, _) = self.frames(&mut buf, ctx);
+            if used < buf.len() && !self.done {
+                buf.drain(..used);
+                if buf.capacity() > 2 * buf.len() + 4096 {
+                    buf.shrink_to_fit();
+                }
+                self.inbuf = buf;
+            }
+        }
+    }
+
+    /// Handles complete frames at the start of `buf`; returns the bytes used and, when a frame
+    /// is incomplete, the size it will have.
+    fn frames(&mut self, buf: &mut [u8], ctx: &mut Context<Self>) -> (usize, Option<usize>) {
+        let max = self.cfg().max_frame_bytes;
+        let mut pos = 0;
+        while pos < buf.len() && !self.done && self.closing.is_none() {
+            if self.wants_pause() {
+                break;
+            }
+            match wire::parse_frame(&mut buf[pos..], max) {
+                Err(WireError::Close(code, why)) => {
+                    self.close(code, why, ctx);
+                    return (buf.len(), None);
+                }
+                Ok(Parsed::Partial(need)) => return (pos, need),
+                Ok(Parsed::Frame(frame, used)) => {
+                    self.on_frame(frame, ctx);
+                    pos += used;
+                }
+            }
+        }
+        (pos, None)
+    }
+
+    fn on_frame(&mut self, frame: Incoming<'_>, ctx: &mut Context<Self>) {
+        self.last_seen = Instant::now();
+        match frame {
+            Incoming::Text(t) => {
+                if self.frag.is_some() {
+                    self.close(
+                        close::PROTOCOL,
+                        "data frame inside a fragmented message",
+                        ctx,
+                    );
+                } else {
+                    self.on_text(t, ctx);
+                }
+            }
+            Incoming::Binary => self.binary(),
+            Incoming::Ping(p) => {
+                let f = wire::control_frame(Control::Pong, p);
+                self.push(f, "ws_pong", ctx);
+            }
+            Incoming::Pong => {}
+            Incoming::Close(code) => {
+                if self.closing.is_none() {
+                    let code = code.unwrap_or(close::NORMAL);
+                    self.close(code, "", ctx);
+                } else {
+                    self.finish("closed", ctx);
+                }
+            }
+            Incoming::Fragment {
+                first,
+                payload,
+                last,
+            } => {
+                let max = self.cfg().max_frame_bytes;
+                match (first, self.frag.as_mut()) {
+                    (Some(text), None) => self.frag = Some((text, payload.to_vec())),
+                    (None, Some((_, buf))) => {
+                        if buf.len() + payload.len() > max {
+                            self.close(close::TOO_BIG, "message too big", ctx);
+                            return;
+                        }
+                        buf.extend_from_slice(payload);
+                    }
+                    _ => {
+                        self.close(close::PROTOCOL, "bad fragment sequence", ctx);
+                        return;
+                    }
+                }
+                if last {
+                    if let Some((text, msg)) = self.frag.take() {
+                        if text {
+                            self.on_text(&msg, ctx);
+                        } else {
+                            self.binary();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn binary(&mut self) {
+        let e = ApiError::invalid("binary frames are not supported: send JSON text frames");
+        self.reply_error(&Value::Null, &e, "binary");
+    }
+
+    fn reply_error(&mut self, id: &Value, e: &ApiError, kind: &'static str) {
+        metrics::counter!("ruvector_stream_errors_total", "code" => e.code(), "frame" => kind)
+            .increment(1);
+        let f = wire::text_frame(&proto::error_frame(id, e));
+        self.enqueue(f, "error");
+    }
+
+    fn on_text(&mut self, text: &[u8], ctx: &mut Context<Self>) {
+        let (id, req) = match proto::parse(text) {
+            Ok(r) => r,
+            Err(bad) => {
+                metrics::counter!("ruvector_stream_frames_in_total", "type" => "invalid")
+                    .increment(1);
+                self.reply_error(&bad.id, &ApiError::from(bad.error), "invalid");
+                return;
+            }
+        };
+        let name = req.name();
+        metrics::counter!("ruvector_stream_frames_in_total", "type" => name).increment(1);
+        match req {
+            Request::Ping => {
+                let f = wire::text_frame(
+                    &json!({"type": "pong", "id": id, "timestamp": proto::unix_ms()}),
+                );
+                self.push(f, "pong", ctx);
+            }
+            Request::Auth(_) => {
+                // Authentication is off until keys are configured (the supervisors' issue).
+                let f = wire::text_frame(
+                    &json!({"type": "authenticated", "id": id, "auth": "disabled"}),
+                );
+                self.push(f, "authenticated", ctx);
+            }
+            Request::Unsubscribe(u) => {
+                match self.subs.iter().position(|(s, _)| *s == u.subscription) {
+                    Some(at) => {
+                        let (sub, coll) = self.subs.swap_remove(at);
+                        self.app.hub.unsubscribe(&coll, sub);
+                        let f = wire::text_frame(
+                            &json!({"type": "unsubscribed", "id": id, "subscription": sub}),
+                        );
+                        self.push(f, "unsubscribed", ctx);
+                    }
+                    None => {
+                        let e = ApiError::from(EngineError::NotFound(format!(
+                            "subscription {}",
+                            u.subscription
+                        )));
+                        self.reply_error(&id, &e, name);
+                    }
+                }
+            }
+            Request::Search(s) => self.search(id, s, ctx),
+            Request::Insert(i) => self.insert(id, i, ctx),
+            Request::Delete(d) => self.delete(id, d, ctx),
+            Request::Subscribe(s) => self.subscribe(id, s, ctx),
+        }
+    }
+
+    // ---------- requests ----------
+
+    fn begin(&mut self) {
+        self.inflight += 1;
+    }
+
+    /// A request finished: reading may resume, a drain may complete.
+    fn end(&mut self, ctx: &mut Context<Self>) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if self.draining && self.inflight == 0 && self.cursors.is_empty() {
+            self.close(close::GOING_AWAY, "server draining", ctx);
+        }
+        self.resume(ctx);
+    }
+
+    fn search(&mut self, id: Value, s: proto::SearchFrame, ctx: &mut Context<Self>) {
+        self.begin();
+        let query_id = super::next_query_id();
+        let stream = s.stream;
+        let started = Instant::now();
+        if stream {
+            let f =
+                wire::text_frame(&json!({"type": "search_start", "id": id, "query_id": query_id}));
+            self.push(f, "search_start", ctx);
+        }
+        let app = self.app.clone();
+        let fut = async move {
+            let body = s.into_body();
+            let name = body
+                .collection
+                .clone()
+                .unwrap_or_else(|| DEFAULT_COLLECTION.into());
+            let c = rest::ask(&app, Lookup(name)).await??;
+            let req = rest::resolve_search(&c, body)?;
+            rest::deadline(&app, async { Ok(c.search_ranked(req).await?) }).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Err(e) => {
+                    act.reply_error(&id, &e, "search");
+                    act.end(ctx);
+                }
+                Ok(ranked) if stream => {
+                    act.cursors.push_back(Cursor {
+                        id,
+                        query_id,
+                        ranked,
+                        sent: 0,
+                        started,
+                    });
+                }
+                Ok(ranked) => {
+                    let hits: Vec<_> = ranked.collect();
+                    let results: Vec<_> = hits.iter().map(rest::hit_json).collect();
+                    let f = wire::text_frame(&json!({
+                        "type": "search_result", "id": id, "query_id": query_id,
+                        "results": results, "took_ms": rest::took_ms(started),
+                    }));
+                    metrics::histogram!("ruvector_stream_search_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    act.push(f, "search_result", ctx);
+                    act.end(ctx);
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+
+    fn insert(&mut self, id: Value, i: proto::InsertFrame, ctx: &mut Context<Self>) {
+        self.begin();
+        let app = self.app.clone();
+        let fut = async move {
+            let dimension = i.points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
+            let (ids, ops) = rest::upserts(i.points)?;
+            let collection = i.collection.unwrap_or_else(|| DEFAULT_COLLECTION.into());
+            rest::write(&app, collection, ops, dimension).await?;
+            Ok::<_, ApiError>(ids)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(ids) => {
+                    let f = wire::text_frame(&json!({"type": "ack", "id": id, "ids": ids}));
+                    act.push(f, "ack", ctx);
+                }
+                Err(e) => act.reply_error(&id, &e, "insert"),
+            }
+            act.end(ctx);
+            act.flush(ctx);
+        }));
+    }
+
+    fn delete(&mut self, id: Value, d: proto::DeleteFrame, ctx: &mut Context<Self>) {
+        self.begin();
+        let app = self.app.clone();
+        let fut = async move {
+            if d.ids.is_empty() {
+                return Err(ApiError::invalid("ids must not be empty"));
+            }
+            let ops = d.ids.into_iter().map(|id| WriteOp::Delete { id }).collect();
+            let collection = d.collection.unwrap_or_else(|| DEFAULT_COLLECTION.into());
+            let existed = rest::write(&app, collection, ops, None).await?;
+            Ok(existed.iter().filter(|e| **e).count())
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(n) => {
+                    let f = wire::text_frame(&json!({"type": "ack", "id": id, "deleted": n}));
+                    act.push(f, "ack", ctx);
+                }
+                Err(e) => act.reply_error(&id, &e, "delete"),
+            }
+            act.end(ctx);
+            act.flush(ctx);
+        }));
+    }
+
+    fn subscribe(&mut self, id: Value, s: proto::SubscribeFrame, ctx: &mut Context<Self>) {
+        if self.subs.len() >= self.cfg().max_subscriptions {
+            let e = ApiError::invalid(format!(
+                "at most {} subscriptions per stream",
+                self.cfg().max_subscriptions
+            ));
+            self.reply_error(&id, &e, "subscribe");
+            return;
+        }
+        self.begin();
+        let app = self.app.clone();
+        let fut = async move { prepare_subscription(&app, s).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok((collection, query, top)) => {
+                    let sink = Arc::new(WsSink(ctx.address()));
+                    match act.app.hub.subscribe(&collection, query, top, sink, None) {
+                        Ok((sub, seq)) => {
+                            act.subs.push((sub, Arc::from(collection.as_str())));
+                            let f = wire::text_frame(&json!({
+                                "type": "subscribed", "id": id, "subscription": sub,
+                                "collection": collection, "seq": seq,
+                            }));
+                            act.push(f, "subscribed", ctx);
+                        }
+                        Err(_) => {
+                            let e = ApiError::from(EngineError::Internal(
+                                "subscription refused".into(),
+                            ));
+                            act.reply_error(&id, &e, "subscribe");
+                        }
+                    }
+                }
+                Err(e) => act.reply_error(&id, &e, "subscribe"),
+            }
+            act.end(ctx);
+            act.flush(ctx);
+        }));
+    }
+
+    // ---------- writing ----------
+
+    /// Queues a reply frame. Replies to requests are bounded by `max_inflight` and by pausing
+    /// reads, so only pushed events can overflow the queue (see `push_event`).
+    fn enqueue(&mut self, f: Bytes, kind: &'static str) {
+        if self.closing.is_some() || self.done {
+            return;
+        }
+        metrics::counter!("ruvector_stream_frames_out_total", "type" => kind).increment(1);
+        if self.out.is_empty() {
+            self.last_progress = Instant::now();
+        }
+        self.out_bytes += f.len();
+        self.out.push_back(f);
+    }
+
+    fn push(&mut self, f: Bytes, kind: &'static str, _ctx: &mut Context<Self>) {
+        self.enqueue(f, kind);
+    }
+
+    fn queue_full(&self, extra: usize) -> bool {
+        self.out.len() >= self.cfg().max_outbound_messages
+            || self.out_bytes + extra > self.cfg().max_outbound_bytes
+    }
+
+    /// Search results while the queue has room: in rank order, one search after another.
+    fn pump(&mut self) {
+        let low_bytes = self.cfg().max_outbound_bytes / 4;
+        let low_msgs = (self.cfg().max_outbound_messages / 2).max(1);
+        while self.out_bytes < low_bytes && self.out.len() < low_msgs {
+            let Some(c) = self.cursors.front_mut() else {
+                return;
+            };
+            let (f, kind, done) = match c.ranked.next() {
+                Some(hit) => {
+                    c.sent += 1;
+                    if c.sent == 1 {
+                        metrics::histogram!("ruvector_stream_first_result_seconds")
+                            .record(c.started.elapsed().as_secs_f64());
+                    }
+                    let f = wire::text_frame(&proto::result_frame(&c.id, c.query_id, c.sent, &hit));
+                    (f, "result", false)
+                }
+                None => {
+                    metrics::histogram!("ruvector_stream_search_seconds")
+                        .record(c.started.elapsed().as_secs_f64());
+                    let f = wire::text_frame(&json!({
+                        "type": "search_complete", "id": c.id, "query_id": c.query_id,
+                        "total_results": c.sent, "took_ms": rest::took_ms(c.started),
+                    }));
+                    (f, "search_complete", true)
+                }
+            };
+            self.enqueue(f, kind);
+            if done {
+                self.cursors.pop_front();
+                // `end` needs the context: `flush` settles it.
+                self.finished_cursors += 1;
+            }
+        }
+    }
+
+    /// Writes what the socket takes without blocking; waits for writability otherwise.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        loop {
+            self.pump();
+            while self.finished_cursors > 0 {
+                self.finished_cursors -= 1;
+                self.end(ctx);
+            }
+            if self.out.is_empty() {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = self.out.len().min(slices.len());
+            for (i, b) in self.out.iter().take(n).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &b[self.front_off..] } else { b });
+            }
+            match self.conn.sock.try_write_vectored(&slices[..n]) {
+                Ok(0) => {
+                    self.finish("eof", ctx);
+                    return;
+                }
+                Ok(mut written) => {
+                    self.last_progress = Instant::now();
+                    while written > 0 {
+                        let Some(front) = self.out.front() else { break };
+                        let left = front.len() - self.front_off;
+                        if written >= left {
+                            written -= left;
+                            self.out_bytes -= front.len();
+                            self.front_off = 0;
+                            self.out.pop_front();
+                        } else {
+                            self.front_off += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait_writable(ctx);
+                    return;
+                }
+                Err(_) => {
+                    self.finish("eof", ctx);
+                    return;
+                }
+            }
+        }
+        // Nothing queued: give the queue's memory back.
+        self.out = VecDeque::new();
+        if self.closing.is_some() {
+            self.finish("closed", ctx);
+            return;
+        }
+        self.resume(ctx);
+    }
+
+    fn wait_writable(&mut self, ctx: &mut Context<Self>) {
+        if self.waiting_writable {
+            return;
+        }
+        self.waiting_writable = true;
+        let conn = self.conn.clone();
+        ctx.spawn(
+            async move { conn.sock.writable().await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    act.waiting_writable = false;
+                    match res {
+                        Ok(()) => act.flush(ctx),
+                        Err(_) => act.finish("eof", ctx),
+                    }
+                }),
+        );
+    }
+
+    // ---------- closing ----------
+
+    /// Sends a close frame (dropping queued output that has not started) and stops once it is
+    /// written or `stream.close_grace_ms` passed.
+    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+        if self.closing.is_some() || self.done {
+            return;
+        }
+        metrics::counter!("ruvector_stream_closes_total", "code" => code.to_string()).increment(1);
+        if code != close::NORMAL {
+            tracing::debug!(code, reason, "closing stream");
+        }
+        self.pause(ctx);
+        self.cursors.clear();
+        self.unsubscribe_all();
+        // Keep only a frame that is half written: the close frame must follow a whole frame.
+        let keep = usize::from(self.front_off > 0);
+        while self.out.len() > keep {
+            if let Some(f) = self.out.pop_back() {
+                self.out_bytes -= f.len();
+            }
+        }
+        let f = wire::close_frame(code, reason);
+        self.out_bytes += f.len();
+        self.out.push_back(f);
+        self.closing = Some(Instant::now());
+        let grace = Duration::from_millis(self.cfg().close_grace_ms);
+        ctx.run_later(grace, |act, ctx| act.finish("close_timeout", ctx));
+        self.flush(ctx);
+    }
+
+    /// Stops the session now.
+    fn finish(&mut self, why: &'static str, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        if self.closing.is_none() {
+            metrics::counter!("ruvector_stream_closes_total", "code" => why).increment(1);
+        }
+        self.done = true;
+        self.pause(ctx);
+        ctx.stop();
+    }
+
+    fn unsubscribe_all(&mut self) {
+        for (sub, coll) in self.subs.drain(..) {
+            self.app.hub.unsubscribe(&coll, sub);
+        }
+    }
+}
+
+/// Checks a subscribe frame against its collection; seeds the top-k of a `k` query with a
+/// search so that only points entering the current top k are reported.
+pub(crate) async fn prepare_subscription(
+    app: &AppState,
+    s: proto::SubscribeFrame,
+) -> Result<(String, StandingQuery, Vec<(f32, Arc<str>)>), ApiError> {
+    let c = rest::ask(app, Lookup(s.collection.clone())).await??;
+    let filter = match &s.filter {
+        None | Some(Value::Null) => None,
+        Some(f) => Some(Filter::parse(f)?),
+    };
+    if let Some(v) = &s.vector {
+        validate_vector(v, c.spec.dimension, c.spec.metric)?;
+    }
+    if let Some(t) = s.score_threshold {
+        if !t.is_finite() {
+            return Err(ApiError::invalid("score_threshold must be a finite number"));
+        }
+    }
+    let mut top = Vec::new();
+    if let Some(k) = s.k {
+        let Some(v) = &s.vector else {
+            return Err(ApiError::invalid("\"k\" needs a \"vector\""));
+        };
+        let req = ruvector_actors::router::SearchRequest {
+            vector: v.clone(),
+            k,
+            ef_search: None,
+            filter: filter.clone(),
+            score_threshold: s.score_threshold,
+            with_vector: false,
+            with_metadata: false,
+        };
+        let hits = rest::deadline(app, async { Ok(c.clone().search(req).await?) }).await?;
+        top = hits.into_iter().map(|h| (h.score, h.id)).collect();
+    }
+    let query = StandingQuery::new(
+        c.spec.metric,
+        s.vector.as_deref(),
+        s.k,
+        s.score_threshold,
+        filter,
+    );
+    Ok((s.collection, query, top))
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.cfg().max_outbound_messages);
+        self.app.streams.register(ctx.address());
+        self.resume(ctx);
+        self.flush(ctx);
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.unsubscribe_all();
+        self.app.streams.unregister(&ctx.address());
+    }
+}
+
+impl StreamHandler<std::io::Result<()>> for Session {
+    fn handle(&mut self, r: std::io::Result<()>, ctx: &mut Self::Context) {
+        match r {
+            Ok(()) => self.read_some(ctx),
+            Err(_) => self.finish("eof", ctx),
+        }
+        self.flush(ctx);
+    }
+
+    /// The readiness stream ends when reading pauses; that does not end the session.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<Push> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Push(d): Push, ctx: &mut Self::Context) {
+        let Some((_, coll)) = self.subs.iter().find(|(s, _)| *s == d.subscription) else {
+            return;
+        };
+        let f = wire::text_frame(&proto::event_frame(coll, &d));
+        if self.queue_full(f.len()) {
+            metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
+            self.close(
+                close::SLOW_CONSUMER,
+                "slow consumer: outbound queue full",
+                ctx,
+            );
+            return;
+        }
+        self.enqueue(f, "event");
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Overflow> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Overflow, ctx: &mut Self::Context) {
+        metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
+        self.close(
+            close::SLOW_CONSUMER,
+            "slow consumer: events overflowed",
+            ctx,
+        );
+    }
+}
+
+impl Handler<Tick> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
+        if self.closing.is_some() || self.done {
+            return;
+        }
+        let now = Instant::now();
+        let cfg = self.cfg();
+        let idle = Duration::from_millis(cfg.idle_timeout_ms);
+        let beat = Duration::from_millis(cfg.heartbeat_interval_ms);
+        let write = Duration::from_millis(cfg.write_timeout_ms);
+        if now.duration_since(self.last_seen) >= idle {
+            self.close(close::IDLE, "idle timeout", ctx);
+        } else if !self.out.is_empty() && now.duration_since(self.last_progress) >= write {
+            metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
+            self.close(
+                close::SLOW_CONSUMER,
+                "slow consumer: no write progress",
+                ctx,
+            );
+        } else if now.duration_since(self.last_seen) >= beat
+            && now.duration_since(self.last_ping) >= beat
+        {
+            self.last_ping = now;
+            let f = wire::control_frame(Control::Ping, b"");
+            self.enqueue(f, "ws_ping");
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Handler<Drain> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        self.draining = true;
+        self.pause(ctx);
+        if self.inflight == 0 && self.cursors.is_empty() {
+            self.close(close::GOING_AWAY, "server draining", ctx);
+        }
+    }
+}
