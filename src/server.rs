@@ -40,7 +40,15 @@ pub fn serve(
         .listen("ruvector", listener, move || {
             let state = state.clone();
             let app_state = state.clone();
+            let drain = state.streams.clone();
             let http = HttpService::build()
+                // Idle keep-alive connections close at once when the server drains.
+                .graceful_shutdown_signal(move || {
+                    let mut signal = drain.drain_signal();
+                    async move {
+                        let _ = signal.wait_for(|d| *d).await;
+                    }
+                })
                 .keep_alive(KeepAlive::Timeout(keep_alive))
                 .client_request_timeout(request_timeout)
                 .finish(map_config(

@@ -140,6 +140,8 @@ pub struct Session {
     last_ping: Instant,
     last_progress: Instant,
     closing: Option<Instant>,
+    /// The peer sent its close frame.
+    peer_closed: bool,
     draining: bool,
     done: bool,
 }
@@ -171,6 +173,7 @@ impl Session {
             last_ping: now,
             last_progress: now,
             closing: None,
+            peer_closed: false,
             draining: false,
             done: false,
         };
@@ -183,15 +186,21 @@ impl Session {
 
     // ---------- reading ----------
 
+    /// While closing, reading goes on (the peer's close frame ends the handshake).
     fn wants_pause(&self) -> bool {
-        self.closing.is_some()
-            || self.draining
+        if self.closing.is_some() {
+            return false;
+        }
+        self.draining
             || self.inflight >= self.cfg().max_inflight
             || self.out_bytes >= self.cfg().max_outbound_bytes / 2
     }
 
     fn pause(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.reader.take() {
+            if self.closing.is_none() && !self.draining && !self.done {
+                metrics::counter!("ruvector_stream_read_pauses_total").increment(1);
+            }
             self.conn.paused.set(true);
             ctx.cancel_future(h);
         }
@@ -275,8 +284,8 @@ impl Session {
     fn frames(&mut self, buf: &mut [u8], ctx: &mut Context<Self>) -> (usize, Option<usize>) {
         let max = self.cfg().max_frame_bytes;
         let mut pos = 0;
-        while pos < buf.len() && !self.done && self.closing.is_none() {
-            if self.wants_pause() {
+        while pos < buf.len() && !self.done {
+            if self.closing.is_none() && self.wants_pause() {
                 break;
             }
             match wire::parse_frame(&mut buf[pos..], max) {
@@ -296,6 +305,13 @@ impl Session {
 
     fn on_frame(&mut self, frame: Incoming<'_>, ctx: &mut Context<Self>) {
         self.last_seen = Instant::now();
+        if self.closing.is_some() {
+            // Our close frame is out: only the peer's close matters now.
+            if let Incoming::Close(_) = frame {
+                self.finish("closed", ctx);
+            }
+            return;
+        }
         match frame {
             Incoming::Text(t) => {
                 if self.frag.is_some() {
@@ -315,12 +331,8 @@ impl Session {
             }
             Incoming::Pong => {}
             Incoming::Close(code) => {
-                if self.closing.is_none() {
-                    let code = code.unwrap_or(close::NORMAL);
-                    self.close(code, "", ctx);
-                } else {
-                    self.finish("closed", ctx);
-                }
+                self.peer_closed = true;
+                self.close(code.unwrap_or(close::NORMAL), "", ctx);
             }
             Incoming::Fragment {
                 first,
@@ -439,11 +451,6 @@ impl Session {
         let query_id = super::next_query_id();
         let stream = s.stream;
         let started = Instant::now();
-        if stream {
-            let f =
-                wire::text_frame(&json!({"type": "search_start", "id": id, "query_id": query_id}));
-            self.push(f, "search_start", ctx);
-        }
         let app = self.app.clone();
         let fut = async move {
             let body = s.into_body();
@@ -462,6 +469,10 @@ impl Session {
                     act.end(ctx);
                 }
                 Ok(ranked) if stream => {
+                    let f = wire::text_frame(
+                        &json!({"type": "search_start", "id": id, "query_id": query_id}),
+                    );
+                    act.push(f, "search_start", ctx);
                     act.cursors.push_back(Cursor {
                         id,
                         query_id,
@@ -689,7 +700,8 @@ impl Session {
         }
         // Nothing queued: give the queue's memory back.
         self.out = VecDeque::new();
-        if self.closing.is_some() {
+        if self.closing.is_some() && self.peer_closed {
+            // Our reply to the peer's close is out: the handshake is complete.
             self.finish("closed", ctx);
             return;
         }
@@ -717,8 +729,9 @@ impl Session {
 
     // ---------- closing ----------
 
-    /// Sends a close frame (dropping queued output that has not started) and stops once it is
-    /// written or `stream.close_grace_ms` passed.
+    /// Sends a close frame (dropping queued output that has not started), then reads until the
+    /// peer's close frame or EOF (so the peer can read everything before the TCP close), or
+    /// until `stream.close_grace_ms` passed.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
         if self.closing.is_some() || self.done {
             return;
@@ -727,7 +740,6 @@ impl Session {
         if code != close::NORMAL {
             tracing::debug!(code, reason, "closing stream");
         }
-        self.pause(ctx);
         self.cursors.clear();
         self.unsubscribe_all();
         // Keep only a frame that is half written: the close frame must follow a whole frame.
@@ -744,6 +756,7 @@ impl Session {
         let grace = Duration::from_millis(self.cfg().close_grace_ms);
         ctx.run_later(grace, |act, ctx| act.finish("close_timeout", ctx));
         self.flush(ctx);
+        self.resume(ctx);
     }
 
     /// Stops the session now.
@@ -858,6 +871,7 @@ impl Handler<Push> for Session {
             );
             return;
         }
+        metrics::counter!("ruvector_stream_events_sent_total").increment(1);
         self.enqueue(f, "event");
         self.flush(ctx);
     }

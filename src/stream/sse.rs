@@ -345,9 +345,11 @@ pub async fn subscribe(
         let chunk = tokio::select! {
             d = s.rx.recv() => match d {
                 Some(d) => {
-                    let f = proto::event_frame(&s.collection, &d);
+                    let mut v = serde_json::to_value(proto::event_frame(&s.collection, &d))
+                        .unwrap_or(Value::Null);
+                    v["event"] = json!("event");
                     metrics::counter!("ruvector_stream_events_sent_total").increment(1);
-                    event("event", Some(d.seq), &f)
+                    event("event", Some(d.seq), &v)
                 }
                 None => {
                     s.ended = true;

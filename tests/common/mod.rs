@@ -109,6 +109,21 @@ impl Server {
         t.elapsed()
     }
 
+    /// Resident memory of the server process (kB), from /proc.
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `ws://` address of a path.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{}", self.base.replacen("http://", "ws://", 1), path)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
