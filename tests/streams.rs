@@ -851,3 +851,29 @@ async fn sigterm_drains_streams_with_1001_and_exits_in_time() {
     assert_eq!(sse.event().await.name, "subscribed");
     assert_eq!(sse.event().await.name, "end");
 }
+
+#[test]
+fn idle_scale_holds_streams_and_reports_memory_per_stream() {
+    let s = Server::start(&[("RUVECTOR__STREAM__HEARTBEAT_INTERVAL_MS", "200")]);
+    let cfg = ruvector_load::streams::IdleScale {
+        server: s.addr(),
+        conns: 300,
+        sources: vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()],
+        connect_parallel: 64,
+        settle: Duration::from_millis(800),
+        burst_bytes: 65536,
+        recover: Duration::from_secs(2),
+        server_pid: Some(s.pid()),
+    };
+    let r = ruvector_load::streams::idle_scale(cfg, &|_, _, _| {});
+    assert_eq!((r.conns_open, r.connect_failures), (300, 0), "{r:?}");
+    assert_eq!(r.burst_replies, 300, "every large message answered: {r:?}");
+    assert_eq!(
+        r.closed_by_server, 0,
+        "heartbeats answered, nobody evicted: {r:?}"
+    );
+    assert!(r.idle_rss_kb > 0 && r.baseline_rss_kb > 0);
+    assert!(r.bytes_per_idle_stream < 64.0 * 1024.0, "{r:?}");
+    assert_eq!(r.after_burst.len(), 2);
+    assert!(s.metric("ruvector_stream_frames_out_total", &["type=\"ws_ping\""]) >= 300.0);
+}

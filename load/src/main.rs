@@ -22,6 +22,39 @@ struct Cli {
 enum Command {
     /// ANN benchmark: build time, durable insert throughput, recall@k and QPS over an ef sweep.
     BenchAnn(BenchAnn),
+    /// Hold many idle WebSocket streams; report the server's memory per stream, before and after
+    /// a burst of one large message per stream.
+    IdleScale(IdleScaleArgs),
+}
+
+#[derive(clap::Args)]
+struct IdleScaleArgs {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    server: std::net::SocketAddr,
+    /// Streams to open.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Source addresses 127.0.0.1 ..= 127.0.0.N to spread connections over.
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    #[arg(long, default_value_t = 256)]
+    connect_parallel: usize,
+    /// Seconds to hold the streams idle before measuring.
+    #[arg(long, default_value_t = 10)]
+    settle_secs: u64,
+    /// Bytes of the one message every stream sends in the burst (0: no burst).
+    #[arg(long, default_value_t = 0)]
+    burst_bytes: usize,
+    /// Seconds to watch memory after the burst.
+    #[arg(long, default_value_t = 15)]
+    recover_secs: u64,
+    /// The server's process id (for its memory, from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON report here too.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -85,11 +118,37 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BenchAnn(args) => bench_ann(args),
+        Command::IdleScale(args) => idle_scale(args),
     };
     if let Err(e) = result {
         eprintln!("ruvector-load: {e}");
         std::process::exit(1);
     }
+}
+
+fn idle_scale(a: IdleScaleArgs) -> Result<(), String> {
+    let cfg = ruvector_load::streams::IdleScale {
+        server: a.server,
+        conns: a.conns,
+        sources: (1..=a.sources.max(1))
+            .map(|i| std::net::IpAddr::from([127, 0, 0, i]))
+            .collect(),
+        connect_parallel: a.connect_parallel,
+        settle: std::time::Duration::from_secs(a.settle_secs),
+        burst_bytes: a.burst_bytes,
+        recover: std::time::Duration::from_secs(a.recover_secs),
+        server_pid: a.server_pid,
+    };
+    let report = ruvector_load::streams::idle_scale(cfg, &|phase, done, total| {
+        eprint!("\r{phase}: {done}/{total}        ");
+    });
+    eprintln!();
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(out) = a.out {
+        std::fs::write(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
 }
 
 fn bench_ann(a: BenchAnn) -> Result<(), String> {

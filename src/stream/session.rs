@@ -598,8 +598,14 @@ impl Session {
         if self.out.is_empty() {
             self.last_progress = Instant::now();
         }
-        self.out_bytes += f.len();
+        self.queued(f.len() as isize);
         self.out.push_back(f);
+    }
+
+    /// Tracks the queue's bytes here and in `ruvector_stream_outbound_bytes` (all streams).
+    fn queued(&mut self, delta: isize) {
+        self.out_bytes = self.out_bytes.saturating_add_signed(delta);
+        metrics::gauge!("ruvector_stream_outbound_bytes").increment(delta as f64);
     }
 
     fn push(&mut self, f: Bytes, kind: &'static str, _ctx: &mut Context<Self>) {
@@ -679,7 +685,8 @@ impl Session {
                         let left = front.len() - self.front_off;
                         if written >= left {
                             written -= left;
-                            self.out_bytes -= front.len();
+                            let n = front.len() as isize;
+                            self.queued(-n);
                             self.front_off = 0;
                             self.out.pop_front();
                         } else {
@@ -746,11 +753,11 @@ impl Session {
         let keep = usize::from(self.front_off > 0);
         while self.out.len() > keep {
             if let Some(f) = self.out.pop_back() {
-                self.out_bytes -= f.len();
+                self.queued(-(f.len() as isize));
             }
         }
         let f = wire::close_frame(code, reason);
-        self.out_bytes += f.len();
+        self.queued(f.len() as isize);
         self.out.push_back(f);
         self.closing = Some(Instant::now());
         let grace = Duration::from_millis(self.cfg().close_grace_ms);
@@ -837,6 +844,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         self.unsubscribe_all();
+        self.queued(-(self.out_bytes as isize));
         self.app.streams.unregister(&ctx.address());
     }
 }

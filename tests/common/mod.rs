@@ -119,6 +119,18 @@ impl Server {
             .unwrap_or(0)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("server address")
+    }
+
     /// `ws://` address of a path.
     pub fn ws_url(&self, path: &str) -> String {
         format!("{}{}", self.base.replacen("http://", "ws://", 1), path)
