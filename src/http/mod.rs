@@ -31,6 +31,14 @@ pub struct AppState {
     pub streams: Arc<Streams>,
 }
 
+/// Reached only by a WebSocket upgrade sent after other requests on a keep-alive connection: the
+/// WebSocket layer takes a connection's first request only.
+async fn ws_not_first() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::invalid(
+        "a WebSocket upgrade must be the first request on its connection",
+    ))
+}
+
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(EngineError::NotFound(format!("route {} {}", req.method(), req.path())).into())
 }
@@ -79,6 +87,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     "/collections/{name}/points/{id}",
                     web::delete().to(rest::delete_point),
                 )
+                .route("/ws", web::get().to(ws_not_first))
                 .route("/stream/search", web::post().to(sse::search_post))
                 .route("/stream/search", web::get().to(sse::search_get))
                 .route("/stream/subscribe", web::get().to(sse::subscribe))
