@@ -14,10 +14,12 @@
 //! binds the HTTP server, then loads the data directory in the background: `/health/startup`
 //! answers 503 until it is done, and API calls answer `overloaded` meanwhile.
 
+pub mod auth;
 pub mod http;
 pub mod server;
 pub mod settings;
 pub mod stream;
+pub mod supervise;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -31,10 +33,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ruvector_actors::hub::Hub;
 use ruvector_actors::router::{LoadAll, Router, StopAll};
 
+use auth::Auth;
 use http::health::Health;
 use http::AppState;
 use settings::Settings;
 use stream::Streams;
+use supervise::{Supervisor, SupervisorActor};
 
 /// A started server.
 pub struct Running {
@@ -61,6 +65,17 @@ pub async fn start(
     let health = Arc::new(Health::default());
     let streams = Streams::new(settings.stream.clone());
     streams.spawn_sweeper();
+    let auth = Arc::new(Auth::new(&settings.auth).map_err(std::io::Error::other)?);
+    if !auth.enabled() {
+        tracing::warn!("authentication is off: no auth.keys and no auth.jwt_secret configured");
+    }
+    let supervisor = Supervisor::new(settings.rate_limit.clone(), settings.shed.clone());
+    SupervisorActor::new(
+        supervisor.clone(),
+        streams.clone(),
+        settings.stream.max_streams,
+    )
+    .start();
 
     let state = web::Data::new(AppState {
         router: router.clone(),
@@ -69,6 +84,8 @@ pub async fn start(
         prometheus,
         hub,
         streams: streams.clone(),
+        auth,
+        supervisor,
     });
     let s = &settings.server;
     let workers = if s.workers == 0 {

@@ -14,7 +14,7 @@ use ruvector_streaming::{start, telemetry};
 )]
 struct Cli {
     /// A TOML file overriding config/default.toml (environment variables override both).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "RUVECTOR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,

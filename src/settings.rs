@@ -10,6 +10,9 @@ use figment::Figment;
 use ruvector_actors::config::{EngineConfig, IndexConfig, StorageConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Auth, AuthSettings};
+use crate::supervise::{RateLimitSettings, ShedSettings};
+
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -65,6 +68,9 @@ pub struct Settings {
     pub storage: StorageConfig,
     pub index: IndexConfig,
     pub stream: StreamSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub shed: ShedSettings,
     pub redis: RedisSettings,
     pub metrics: MetricsSettings,
 }
@@ -174,6 +180,23 @@ impl Settings {
         }
         if st.max_outbound_bytes < 65536 {
             return fail("stream.max_outbound_bytes", "must be at least 65536");
+        }
+        Auth::new(&self.auth).map_err(SettingsError)?;
+        let sh = &self.shed;
+        if !(0.0 < sh.throttle_at
+            && sh.throttle_at <= sh.close_idle_at
+            && sh.close_idle_at <= sh.reject_at)
+        {
+            return fail("shed", "need 0 < throttle_at <= close_idle_at <= reject_at");
+        }
+        if !(0.0..=1.0).contains(&sh.shed_fraction) || !(0.0..1.0).contains(&sh.hysteresis) {
+            return fail(
+                "shed",
+                "shed_fraction must be in 0..=1 and hysteresis in 0..1",
+            );
+        }
+        if sh.interval_ms == 0 {
+            return fail("shed.interval_ms", "must be at least 1");
         }
         if st.max_frame_bytes < 1024 {
             return fail("stream.max_frame_bytes", "must be at least 1024");

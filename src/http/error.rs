@@ -16,6 +16,12 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("rate limit exceeded ({class}); retry in {retry_ms} ms")]
+    RateLimited { class: &'static str, retry_ms: u64 },
 }
 
 impl ApiError {
@@ -27,12 +33,16 @@ impl ApiError {
         match self {
             ApiError::Engine(e) => e.code(),
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::PermissionDenied(_) => "permission_denied",
+            ApiError::RateLimited { .. } => "rate_limited",
         }
     }
 
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             ApiError::Engine(EngineError::Overloaded(_)) => Some(OVERLOADED_RETRY_MS),
+            ApiError::RateLimited { retry_ms, .. } => Some(*retry_ms),
             _ => None,
         }
     }
@@ -42,6 +52,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Engine(e) => match e {
                 EngineError::InvalidArgument(_) | EngineError::DimensionMismatch { .. } => {
                     StatusCode::BAD_REQUEST

@@ -59,6 +59,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "draining"
     } else if !h.is_loaded() {
         "loading"
+    } else if state.supervisor.rejecting() {
+        "shedding"
     } else {
         "ready"
     };

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod error;
+pub mod guard;
 pub mod health;
 pub mod rest;
 
@@ -15,8 +16,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ruvector_actors::router::Router;
 use ruvector_actors::EngineError;
 
+use crate::auth::Auth;
 use crate::settings::Settings;
 use crate::stream::{sse, Streams};
+use crate::supervise::Supervisor;
 use error::ApiError;
 use health::Health;
 use ruvector_actors::hub::Hub;
@@ -29,6 +32,8 @@ pub struct AppState {
     pub prometheus: Option<PrometheusHandle>,
     pub hub: Arc<Hub>,
     pub streams: Arc<Streams>,
+    pub auth: Arc<Auth>,
+    pub supervisor: Arc<Supervisor>,
 }
 
 /// Reached only by a WebSocket upgrade sent after other requests on a keep-alive connection: the

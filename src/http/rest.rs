@@ -11,8 +11,8 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use ruvector_actors::index::filter::Filter;
 use ruvector_actors::router::{
-    Collection, CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup,
-    RouteWrite, Router, SearchRequest,
+    Collection, CollectionInfo, CollectionOptions, CreateCollection, DropCollection,
+    ListCollections, Lookup, RouteWrite, Router, SearchRequest,
 };
 use ruvector_actors::shard::WriteOp;
 use ruvector_actors::types::{Hit, Metadata, Metric};
@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::body::read_json;
 use super::error::ApiError;
+use super::guard::Caller;
 use super::AppState;
 
 /// The collection the short paths use when none is named.
@@ -78,6 +79,7 @@ struct HnswBody {
 
 pub async fn create_collection(
     state: web::Data<AppState>,
+    caller: Caller,
     name: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
@@ -94,11 +96,12 @@ pub async fn create_collection(
     let (info, created) = ask(
         &state,
         CreateCollection {
-            name: name.into_inner(),
+            name: caller.internal(&name)?,
             options,
         },
     )
     .await??;
+    let info = shown(&caller, info);
     Ok(if created {
         HttpResponse::Created().json(info)
     } else {
@@ -106,18 +109,39 @@ pub async fn create_collection(
     })
 }
 
-pub async fn list_collections(state: web::Data<AppState>) -> ApiResult {
-    let list = ask(&state, ListCollections).await??;
+/// A collection's info with the name as the caller knows it (tenants see their own names).
+fn shown(caller: &Caller, mut info: CollectionInfo) -> CollectionInfo {
+    if let Some(name) = caller.external(&info.name) {
+        info.name = name.to_owned();
+    }
+    info
+}
+
+pub async fn list_collections(state: web::Data<AppState>, caller: Caller) -> ApiResult {
+    let list: Vec<CollectionInfo> = ask(&state, ListCollections)
+        .await??
+        .into_iter()
+        .filter(|c| caller.external(&c.name).is_some())
+        .map(|c| shown(&caller, c))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "collections": list })))
 }
 
-pub async fn get_collection(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult {
-    let c = ask(&state, Lookup(name.into_inner())).await??;
-    Ok(HttpResponse::Ok().json(c.info()))
+pub async fn get_collection(
+    state: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> ApiResult {
+    let c = ask(&state, Lookup(caller.internal(&name)?)).await??;
+    Ok(HttpResponse::Ok().json(shown(&caller, c.info())))
 }
 
-pub async fn delete_collection(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult {
-    ask(&state, DropCollection(name.into_inner())).await??;
+pub async fn delete_collection(
+    state: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> ApiResult {
+    ask(&state, DropCollection(caller.internal(&name)?)).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -190,17 +214,23 @@ pub(crate) async fn write(
 
 pub async fn upsert_points(
     state: web::Data<AppState>,
+    caller: Caller,
     name: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
     let body: UpsertBody = read_json(payload, limit(&state)).await?;
     let (ids, ops) = upserts(body.points)?;
-    write(&state, name.into_inner(), ops, None).await?;
+    write(&state, caller.internal(&name)?, ops, None).await?;
     Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
 }
 
-pub async fn get_point(state: web::Data<AppState>, path: web::Path<(String, String)>) -> ApiResult {
+pub async fn get_point(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     let (name, id) = path.into_inner();
+    let name = caller.internal(&name)?;
     let c = ask(&state, Lookup(name)).await??;
     Ok(HttpResponse::Ok().json(c.get(&id)?))
 }
@@ -212,10 +242,12 @@ struct PatchBody {
 
 pub async fn patch_point(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> ApiResult {
     let (name, id) = path.into_inner();
+    let name = caller.internal(&name)?;
     let body: PatchBody = read_json(payload, limit(&state)).await?;
     let patch = metadata_of(Some(body.metadata))?.unwrap_or_default();
     let existed = write(
@@ -237,9 +269,11 @@ pub async fn patch_point(
 
 pub async fn delete_point(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (name, id) = path.into_inner();
+    let name = caller.internal(&name)?;
     let existed = write(&state, name, vec![WriteOp::Delete { id: id.clone() }], None).await?;
     if !existed.first().copied().unwrap_or(false) {
         return Err(EngineError::NotFound(format!("point {id:?}")).into());
@@ -359,7 +393,10 @@ async fn run_search(
     c: Arc<Collection>,
     request: SearchRequest,
 ) -> Result<Vec<Hit>, ApiError> {
-    deadline(state, async { Ok(c.search(request).await?) }).await
+    let t = Instant::now();
+    let hits = deadline(state, async { Ok(c.search(request).await?) }).await?;
+    state.supervisor.record_search(t.elapsed());
+    Ok(hits)
 }
 
 /// Looks the collection up once, resolves the body against it and searches.
@@ -379,12 +416,13 @@ pub(crate) fn took_ms(t: Instant) -> f64 {
 
 pub async fn search_points(
     state: web::Data<AppState>,
+    caller: Caller,
     name: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
     let t = Instant::now();
     let body: SearchBody = read_json(payload, limit(&state)).await?;
-    let hits = search_in(&state, name.into_inner(), body).await?;
+    let hits = search_in(&state, caller.internal(&name)?, body).await?;
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
 }
 
@@ -395,6 +433,7 @@ struct BatchBody {
 
 pub async fn search_batch(
     state: web::Data<AppState>,
+    caller: Caller,
     name: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
@@ -406,7 +445,7 @@ pub async fn search_batch(
             "searches must hold 1 to {max} searches"
         )));
     }
-    let c = ask(&state, Lookup(name.into_inner())).await??;
+    let c = ask(&state, Lookup(caller.internal(&name)?)).await??;
     let mut requests = Vec::with_capacity(body.searches.len());
     for (i, s) in body.searches.into_iter().enumerate() {
         let b: SearchBody = serde_json::from_value(s)
@@ -444,7 +483,11 @@ struct InsertBody {
     vectors: Option<Vec<PointBody>>,
 }
 
-pub async fn short_insert(state: web::Data<AppState>, payload: web::Payload) -> ApiResult {
+pub async fn short_insert(
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> ApiResult {
     let body: InsertBody = read_json(payload, limit(&state)).await?;
     let points = match (body.vector, body.vectors) {
         (Some(vector), None) => vec![PointBody {
@@ -461,18 +504,19 @@ pub async fn short_insert(state: web::Data<AppState>, payload: web::Payload) -> 
     };
     let dimension = points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
     let (ids, ops) = upserts(points)?;
-    let collection = body.collection.unwrap_or_else(|| DEFAULT_COLLECTION.into());
+    let collection = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     write(&state, collection, ops, dimension).await?;
     Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
 }
 
-pub async fn short_search(state: web::Data<AppState>, payload: web::Payload) -> ApiResult {
+pub async fn short_search(
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> ApiResult {
     let t = Instant::now();
     let body: SearchBody = read_json(payload, limit(&state)).await?;
-    let collection = body
-        .collection
-        .clone()
-        .unwrap_or_else(|| DEFAULT_COLLECTION.into());
+    let collection = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     let hits = search_in(&state, collection, body).await?;
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
 }
@@ -517,19 +561,23 @@ impl SearchQuery {
 /// collection; If-None-Match answers 304).
 pub async fn short_search_get(
     state: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     query: web::Query<SearchQuery>,
 ) -> ApiResult {
     let t = Instant::now();
     let body = query.into_inner().into_body()?;
-    let collection = body
-        .collection
-        .clone()
-        .unwrap_or_else(|| DEFAULT_COLLECTION.into());
+    let collection = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     let c = ask(&state, Lookup(collection)).await??;
     let etag = c.etag();
+    // Answers to authenticated callers may only be cached by the caller itself.
+    let visibility = if state.auth.enabled() {
+        "private"
+    } else {
+        "public"
+    };
     let cache = format!(
-        "public, max-age={}",
+        "{visibility}, max-age={}",
         state.settings.server.search_cache_max_age_s
     );
     let matches = req

@@ -26,14 +26,18 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::web;
-use dashmap::DashSet;
+use dashmap::DashMap;
 use ruvector_actors::EngineError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::auth::Principal;
+use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::settings::StreamSettings;
+use crate::supervise::Class;
+use actix_web::ResponseError;
 use session::{Drain, Session, Tick};
 
 /// The request line prefix that routes a connection to the WebSocket layer.
@@ -73,8 +77,10 @@ pub struct Streams {
     cfg: StreamSettings,
     open: AtomicUsize,
     draining: AtomicBool,
-    sessions: DashSet<Addr<Session>>,
+    /// Every session and the time of its client's last frame (ms since `epoch`).
+    sessions: DashMap<Addr<Session>, Arc<AtomicU64>>,
     drain_tx: watch::Sender<bool>,
+    epoch: Instant,
 }
 
 static QUERY_IDS: AtomicU64 = AtomicU64::new(1);
@@ -90,8 +96,9 @@ impl Streams {
             cfg,
             open: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-            sessions: DashSet::new(),
+            sessions: DashMap::new(),
             drain_tx: watch::channel(false).0,
+            epoch: Instant::now(),
         })
     }
 
@@ -133,8 +140,38 @@ impl Streams {
         self.drain_tx.subscribe()
     }
 
-    pub(crate) fn register(&self, addr: Addr<Session>) {
-        self.sessions.insert(addr);
+    /// Milliseconds since the registry started (the clock of session activity).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Registers a session; it stores its client's last activity into the returned cell.
+    pub(crate) fn register(&self, addr: Addr<Session>) -> Arc<AtomicU64> {
+        let cell = Arc::new(AtomicU64::new(self.now_ms()));
+        self.sessions.insert(addr, cell.clone());
+        cell
+    }
+
+    /// Closes (4001) up to `batch` WebSocket sessions whose client sent nothing for `idle`,
+    /// the longest idle first. Returns how many were asked to close.
+    pub fn close_idle(&self, idle: Duration, batch: usize) -> usize {
+        let Some(cutoff) = self.now_ms().checked_sub(idle.as_millis() as u64) else {
+            return 0;
+        };
+        let mut idle: Vec<(u64, Addr<Session>)> = self
+            .sessions
+            .iter()
+            .filter_map(|e| {
+                let last = e.value().load(Ordering::Relaxed);
+                (last <= cutoff).then(|| (last, e.key().clone()))
+            })
+            .collect();
+        idle.sort_by_key(|(last, _)| *last);
+        idle.truncate(batch);
+        for (_, addr) in &idle {
+            addr.do_send(session::CloseIdle);
+        }
+        idle.len()
     }
 
     pub(crate) fn unregister(&self, addr: &Addr<Session>) {
@@ -160,8 +197,8 @@ impl Streams {
             loop {
                 every.tick().await;
                 let t = Instant::now();
-                for addr in me.sessions.iter() {
-                    addr.do_send(Tick);
+                for e in me.sessions.iter() {
+                    e.key().do_send(Tick);
                 }
                 metrics::histogram!("ruvector_stream_sweep_seconds")
                     .record(t.elapsed().as_secs_f64());
@@ -174,8 +211,8 @@ impl Streams {
     pub async fn drain(&self, deadline: Instant) {
         self.draining.store(true, Ordering::Release);
         let _ = self.drain_tx.send(true);
-        for addr in self.sessions.iter() {
-            addr.do_send(Drain);
+        for e in self.sessions.iter() {
+            e.key().do_send(Drain);
         }
         while self.open() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -212,9 +249,15 @@ pub async fn is_ws_request(io: &TcpStream, timeout: Duration) -> bool {
     }
 }
 
-async fn refuse(mut io: TcpStream, status: u16, reason: &str, e: &EngineError) {
-    let retry = matches!(e, EngineError::Overloaded(_)).then_some(1000);
-    let body = wire::http_error(status, reason, e.code(), &e.to_string(), retry);
+async fn refuse(mut io: TcpStream, e: &ApiError) {
+    let status = e.status_code();
+    let body = wire::http_error(
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        e.code(),
+        &e.to_string(),
+        e.retry_after_ms(),
+    );
     let _ = tokio::time::timeout(Duration::from_secs(2), io.write_all(&body)).await;
     let _ = io.shutdown().await;
 }
@@ -244,20 +287,40 @@ pub async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>) {
         Ok(Ok(Err(why))) => {
             metrics::counter!("ruvector_streams_refused_total", "reason" => "bad_upgrade")
                 .increment(1);
-            refuse(io, 400, "Bad Request", &EngineError::invalid(why)).await;
+            refuse(io, &ApiError::invalid(why)).await;
             return;
         }
         Ok(Err(_)) | Err(_) => return,
     };
     if !app.health.is_loaded() {
         let e = EngineError::Overloaded("the server is loading its data".into());
-        refuse(io, 503, "Service Unavailable", &e).await;
+        refuse(io, &e.into()).await;
+        return;
+    }
+    // Credentials with the upgrade, else an `auth` frame must come first.
+    let peer = io.peer_addr().ok().map(|a| a.ip());
+    let principal = match (&upgrade.token, app.auth.enabled()) {
+        (_, false) => Some(Arc::new(Principal::anonymous(peer))),
+        (Some(t), true) => match app.auth.authenticate(Some(t), peer) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                refuse(io, &e).await;
+                return;
+            }
+        },
+        (None, true) => None,
+    };
+    let caller = principal
+        .clone()
+        .unwrap_or_else(|| Arc::new(Principal::anonymous(peer)));
+    if let Err(e) = app.supervisor.admit(&caller, Class::Stream) {
+        refuse(io, &e).await;
         return;
     }
     let permit = match app.streams.admit(Kind::Ws) {
         Ok(p) => p,
         Err(e) => {
-            refuse(io, 503, "Service Unavailable", &e).await;
+            refuse(io, &e.into()).await;
             return;
         }
     };
@@ -267,5 +330,5 @@ pub async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>) {
         _ => return,
     }
     let _ = io.set_nodelay(true);
-    Session::start(app, io, permit, upgrade.rest);
+    Session::start(app, principal, io, permit, upgrade.rest);
 }

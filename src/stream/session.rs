@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -40,9 +41,11 @@ use tungstenite::protocol::frame::coding::Control;
 use super::proto::{self, Request};
 use super::wire::{self, close, Incoming, Parsed, WireError};
 use super::Permit;
+use crate::auth::{Principal, Scope};
 use crate::http::error::ApiError;
 use crate::http::rest::{self, DEFAULT_COLLECTION};
 use crate::http::AppState;
+use crate::supervise::Class;
 
 thread_local! {
     /// The read buffer every stream of this worker thread shares.
@@ -88,6 +91,11 @@ pub struct Overflow;
 #[rtype(result = "()")]
 pub struct Tick;
 
+/// Load shedding: close this idle stream (4001).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseIdle;
+
 /// The server is draining: finish in-flight requests, then close with 1001.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -119,6 +127,13 @@ struct Cursor {
 
 pub struct Session {
     app: web::Data<AppState>,
+    /// `None` until an `auth` frame when authentication is on and the upgrade carried none.
+    principal: Option<Arc<Principal>>,
+    /// The client's last frame, for the registry (idle closing under load).
+    activity: Option<Arc<AtomicU64>>,
+    /// Frames refused by the rate limiter in a row.
+    refusals: u32,
+    opened: Instant,
     conn: Rc<Conn>,
     _permit: Permit,
     reader: Option<SpawnHandle>,
@@ -135,7 +150,8 @@ pub struct Session {
     cursors: VecDeque<Cursor>,
     /// Searches whose last frame `pump` queued, not yet settled with `end`.
     finished_cursors: usize,
-    subs: Vec<(u64, Arc<str>)>,
+    /// (subscription, stored collection name, the client's name for it)
+    subs: Vec<(u64, Arc<str>, Arc<str>)>,
     last_seen: Instant,
     last_ping: Instant,
     last_progress: Instant,
@@ -149,10 +165,20 @@ pub struct Session {
 impl Session {
     /// Starts the session actor on the current thread for an upgraded socket; `early` holds
     /// bytes the client sent right after its upgrade request.
-    pub fn start(app: web::Data<AppState>, sock: TcpStream, permit: Permit, early: Vec<u8>) {
+    pub fn start(
+        app: web::Data<AppState>,
+        principal: Option<Arc<Principal>>,
+        sock: TcpStream,
+        permit: Permit,
+        early: Vec<u8>,
+    ) {
         let now = Instant::now();
         let session = Session {
             app,
+            principal,
+            activity: None,
+            refusals: 0,
+            opened: now,
             conn: Rc::new(Conn {
                 sock,
                 paused: Cell::new(false),
@@ -305,6 +331,9 @@ impl Session {
 
     fn on_frame(&mut self, frame: Incoming<'_>, ctx: &mut Context<Self>) {
         self.last_seen = Instant::now();
+        if let Some(a) = &self.activity {
+            a.store(self.app.streams.now_ms(), Ordering::Relaxed);
+        }
         if self.closing.is_some() {
             // Our close frame is out: only the peer's close matters now.
             if let Incoming::Close(_) = frame {
@@ -391,6 +420,29 @@ impl Session {
         };
         let name = req.name();
         metrics::counter!("ruvector_stream_frames_in_total", "type" => name).increment(1);
+        if let Request::Auth(a) = &req {
+            self.authenticate(&id, &a.token, ctx);
+            return;
+        }
+        let Some(principal) = self.principal.clone() else {
+            let e = ApiError::Unauthenticated("send an auth frame first".into());
+            self.reply_error(&id, &e, name);
+            self.close(close::POLICY, "authentication required", ctx);
+            return;
+        };
+        if let Err(e) = self.gate(&principal, &req) {
+            let abuse = matches!(e, ApiError::RateLimited { .. });
+            self.reply_error(&id, &e, name);
+            if abuse {
+                self.refusals += 1;
+                if self.refusals >= self.app.supervisor.abuse_refusals() {
+                    metrics::counter!("ruvector_stream_abuse_closes_total").increment(1);
+                    self.close(close::RATE_ABUSE, "rate limit abuse", ctx);
+                }
+            }
+            return;
+        }
+        self.refusals = 0;
         match req {
             Request::Ping => {
                 let f = wire::text_frame(
@@ -398,17 +450,11 @@ impl Session {
                 );
                 self.push(f, "pong", ctx);
             }
-            Request::Auth(_) => {
-                // Authentication is off until keys are configured (the supervisors' issue).
-                let f = wire::text_frame(
-                    &json!({"type": "authenticated", "id": id, "auth": "disabled"}),
-                );
-                self.push(f, "authenticated", ctx);
-            }
+            Request::Auth(_) => {}
             Request::Unsubscribe(u) => {
-                match self.subs.iter().position(|(s, _)| *s == u.subscription) {
+                match self.subs.iter().position(|(s, _, _)| *s == u.subscription) {
                     Some(at) => {
-                        let (sub, coll) = self.subs.swap_remove(at);
+                        let (sub, coll, _) = self.subs.swap_remove(at);
                         self.app.hub.unsubscribe(&coll, sub);
                         let f = wire::text_frame(
                             &json!({"type": "unsubscribed", "id": id, "subscription": sub}),
@@ -424,14 +470,50 @@ impl Session {
                     }
                 }
             }
-            Request::Search(s) => self.search(id, s, ctx),
-            Request::Insert(i) => self.insert(id, i, ctx),
-            Request::Delete(d) => self.delete(id, d, ctx),
-            Request::Subscribe(s) => self.subscribe(id, s, ctx),
+            Request::Search(s) => self.search(id, &principal, s, ctx),
+            Request::Insert(i) => self.insert(id, &principal, i, ctx),
+            Request::Delete(d) => self.delete(id, &principal, d, ctx),
+            Request::Subscribe(s) => self.subscribe(id, &principal, s, ctx),
         }
     }
 
     // ---------- requests ----------
+
+    /// The frame's scope and its rate-limit class (and shedding).
+    fn gate(&self, p: &Principal, req: &Request) -> Result<(), ApiError> {
+        let (scope, class) = match req {
+            Request::Search(_) | Request::Subscribe(_) => (Some(Scope::Read), Class::Read),
+            Request::Insert(_) | Request::Delete(_) => (Some(Scope::Write), Class::Write),
+            Request::Ping | Request::Unsubscribe(_) | Request::Auth(_) => (None, Class::Read),
+        };
+        if let Some(scope) = scope {
+            p.require(scope)?;
+        }
+        self.app.supervisor.admit(p, class)
+    }
+
+    fn authenticate(&mut self, id: &Value, token: &str, ctx: &mut Context<Self>) {
+        if !self.app.auth.enabled() {
+            let f =
+                wire::text_frame(&json!({"type": "authenticated", "id": id, "auth": "disabled"}));
+            self.push(f, "authenticated", ctx);
+            return;
+        }
+        let peer = self.conn.sock.peer_addr().ok().map(|a| a.ip());
+        match self.app.auth.authenticate(Some(token), peer) {
+            Ok(p) => {
+                let f = wire::text_frame(&json!({
+                    "type": "authenticated", "id": id, "subject": &*p.id, "tenant": p.tenant.as_deref(),
+                }));
+                self.principal = Some(Arc::new(p));
+                self.push(f, "authenticated", ctx);
+            }
+            Err(e) => {
+                self.reply_error(id, &e, "auth");
+                self.close(close::POLICY, "authentication failed", ctx);
+            }
+        }
+    }
 
     fn begin(&mut self) {
         self.inflight += 1;
@@ -446,7 +528,11 @@ impl Session {
         self.resume(ctx);
     }
 
-    fn search(&mut self, id: Value, s: proto::SearchFrame, ctx: &mut Context<Self>) {
+    fn search(&mut self, id: Value, p: &Principal, s: proto::SearchFrame, ctx: &mut Context<Self>) {
+        let collection = match p.internal(s.collection.as_deref().unwrap_or(DEFAULT_COLLECTION)) {
+            Ok(c) => c,
+            Err(e) => return self.reply_error(&id, &e, "search"),
+        };
         self.begin();
         let query_id = super::next_query_id();
         let stream = s.stream;
@@ -454,11 +540,7 @@ impl Session {
         let app = self.app.clone();
         let fut = async move {
             let body = s.into_body();
-            let name = body
-                .collection
-                .clone()
-                .unwrap_or_else(|| DEFAULT_COLLECTION.into());
-            let c = rest::ask(&app, Lookup(name)).await??;
+            let c = rest::ask(&app, Lookup(collection)).await??;
             let req = rest::resolve_search(&c, body)?;
             rest::deadline(&app, async { Ok(c.search_ranked(req).await?) }).await
         };
@@ -469,6 +551,7 @@ impl Session {
                     act.end(ctx);
                 }
                 Ok(ranked) if stream => {
+                    act.app.supervisor.record_search(started.elapsed());
                     let f = wire::text_frame(
                         &json!({"type": "search_start", "id": id, "query_id": query_id}),
                     );
@@ -482,6 +565,7 @@ impl Session {
                     });
                 }
                 Ok(ranked) => {
+                    act.app.supervisor.record_search(started.elapsed());
                     let hits: Vec<_> = ranked.collect();
                     let results: Vec<_> = hits.iter().map(rest::hit_json).collect();
                     let f = wire::text_frame(&json!({
@@ -498,13 +582,16 @@ impl Session {
         }));
     }
 
-    fn insert(&mut self, id: Value, i: proto::InsertFrame, ctx: &mut Context<Self>) {
+    fn insert(&mut self, id: Value, p: &Principal, i: proto::InsertFrame, ctx: &mut Context<Self>) {
+        let collection = match p.internal(i.collection.as_deref().unwrap_or(DEFAULT_COLLECTION)) {
+            Ok(c) => c,
+            Err(e) => return self.reply_error(&id, &e, "insert"),
+        };
         self.begin();
         let app = self.app.clone();
         let fut = async move {
             let dimension = i.points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
             let (ids, ops) = rest::upserts(i.points)?;
-            let collection = i.collection.unwrap_or_else(|| DEFAULT_COLLECTION.into());
             rest::write(&app, collection, ops, dimension).await?;
             Ok::<_, ApiError>(ids)
         };
@@ -521,7 +608,11 @@ impl Session {
         }));
     }
 
-    fn delete(&mut self, id: Value, d: proto::DeleteFrame, ctx: &mut Context<Self>) {
+    fn delete(&mut self, id: Value, p: &Principal, d: proto::DeleteFrame, ctx: &mut Context<Self>) {
+        let collection = match p.internal(d.collection.as_deref().unwrap_or(DEFAULT_COLLECTION)) {
+            Ok(c) => c,
+            Err(e) => return self.reply_error(&id, &e, "delete"),
+        };
         self.begin();
         let app = self.app.clone();
         let fut = async move {
@@ -529,7 +620,6 @@ impl Session {
                 return Err(ApiError::invalid("ids must not be empty"));
             }
             let ops = d.ids.into_iter().map(|id| WriteOp::Delete { id }).collect();
-            let collection = d.collection.unwrap_or_else(|| DEFAULT_COLLECTION.into());
             let existed = rest::write(&app, collection, ops, None).await?;
             Ok(existed.iter().filter(|e| **e).count())
         };
@@ -546,7 +636,18 @@ impl Session {
         }));
     }
 
-    fn subscribe(&mut self, id: Value, s: proto::SubscribeFrame, ctx: &mut Context<Self>) {
+    fn subscribe(
+        &mut self,
+        id: Value,
+        p: &Principal,
+        mut s: proto::SubscribeFrame,
+        ctx: &mut Context<Self>,
+    ) {
+        let shown: Arc<str> = Arc::from(s.collection.as_str());
+        s.collection = match p.internal(&s.collection) {
+            Ok(c) => c,
+            Err(e) => return self.reply_error(&id, &e, "subscribe"),
+        };
         if self.subs.len() >= self.cfg().max_subscriptions {
             let e = ApiError::invalid(format!(
                 "at most {} subscriptions per stream",
@@ -564,11 +665,11 @@ impl Session {
                     let sink = Arc::new(WsSink(ctx.address()));
                     match act.app.hub.subscribe(&collection, query, top, sink, None) {
                         Ok((sub, seq)) => {
-                            act.subs.push((sub, Arc::from(collection.as_str())));
                             let f = wire::text_frame(&json!({
                                 "type": "subscribed", "id": id, "subscription": sub,
-                                "collection": collection, "seq": seq,
+                                "collection": &*shown, "seq": seq,
                             }));
+                            act.subs.push((sub, Arc::from(collection.as_str()), shown));
                             act.push(f, "subscribed", ctx);
                         }
                         Err(_) => {
@@ -780,7 +881,7 @@ impl Session {
     }
 
     fn unsubscribe_all(&mut self) {
-        for (sub, coll) in self.subs.drain(..) {
+        for (sub, coll, _) in self.subs.drain(..) {
             self.app.hub.unsubscribe(&coll, sub);
         }
     }
@@ -837,7 +938,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.cfg().max_outbound_messages);
-        self.app.streams.register(ctx.address());
+        self.activity = Some(self.app.streams.register(ctx.address()));
         self.resume(ctx);
         self.flush(ctx);
     }
@@ -866,7 +967,7 @@ impl Handler<Push> for Session {
     type Result = ();
 
     fn handle(&mut self, Push(d): Push, ctx: &mut Self::Context) {
-        let Some((_, coll)) = self.subs.iter().find(|(s, _)| *s == d.subscription) else {
+        let Some((_, _, coll)) = self.subs.iter().find(|(s, _, _)| *s == d.subscription) else {
             return;
         };
         let f = wire::text_frame(&proto::event_frame(coll, &d));
@@ -910,7 +1011,10 @@ impl Handler<Tick> for Session {
         let idle = Duration::from_millis(cfg.idle_timeout_ms);
         let beat = Duration::from_millis(cfg.heartbeat_interval_ms);
         let write = Duration::from_millis(cfg.write_timeout_ms);
-        if now.duration_since(self.last_seen) >= idle {
+        let auth_wait = Duration::from_millis(self.app.settings.server.client_request_timeout_ms);
+        if self.principal.is_none() && now.duration_since(self.opened) >= auth_wait {
+            self.close(close::POLICY, "no auth frame in time", ctx);
+        } else if now.duration_since(self.last_seen) >= idle {
             self.close(close::IDLE, "idle timeout", ctx);
         } else if !self.out.is_empty() && now.duration_since(self.last_progress) >= write {
             metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
@@ -927,6 +1031,14 @@ impl Handler<Tick> for Session {
             self.enqueue(f, "ws_ping");
             self.flush(ctx);
         }
+    }
+}
+
+impl Handler<CloseIdle> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseIdle, ctx: &mut Self::Context) {
+        self.close(close::IDLE, "idle stream closed to shed load", ctx);
     }
 }
 

@@ -24,6 +24,7 @@ use super::session::prepare_subscription;
 use super::{Kind, Permit};
 use crate::http::body::read_json;
 use crate::http::error::ApiError;
+use crate::http::guard::Caller;
 use crate::http::rest::{self, SearchBody, DEFAULT_COLLECTION};
 use crate::http::AppState;
 
@@ -65,6 +66,7 @@ pub struct SearchByIdQuery {
 
 pub async fn search_get(
     app: web::Data<AppState>,
+    caller: Caller,
     q: web::Query<SearchByIdQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
@@ -88,28 +90,31 @@ pub async fn search_get(
         with_metadata: true,
         metric: None,
     };
-    search(app, body).await
+    search(app, caller, body).await
 }
 
 /// `POST /api/v1/stream/search` with a search body.
 pub async fn search_post(
     app: web::Data<AppState>,
+    caller: Caller,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: SearchBody = read_json(payload, app.settings.server.max_body_bytes).await?;
-    search(app, body).await
+    search(app, caller, body).await
 }
 
-async fn search(app: web::Data<AppState>, body: SearchBody) -> Result<HttpResponse, ApiError> {
+async fn search(
+    app: web::Data<AppState>,
+    caller: Caller,
+    body: SearchBody,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let name = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     let permit = app.streams.admit(Kind::Sse)?;
-    let name = body
-        .collection
-        .clone()
-        .unwrap_or_else(|| DEFAULT_COLLECTION.into());
     let c = rest::ask(&app, Lookup(name)).await??;
     let req = rest::resolve_search(&c, body)?;
     let ranked = rest::deadline(&app, async { Ok(c.search_ranked(req).await?) }).await?;
+    app.supervisor.record_search(started.elapsed());
     let query_id = super::next_query_id();
     struct State {
         ranked: Ranked,
@@ -226,6 +231,7 @@ impl Drop for SubGuard {
 /// `GET /api/v1/stream/subscribe`.
 pub async fn subscribe(
     app: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     q: web::Query<SubscribeQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -253,8 +259,9 @@ pub async fn subscribe(
         ),
         None => q.last_event_id,
     };
+    let shown = q.collection.clone();
     let frame = SubscribeFrame {
-        collection: q.collection,
+        collection: caller.internal(&q.collection)?,
         vector,
         k: q.k,
         score_threshold: q.score_threshold,
@@ -295,10 +302,10 @@ pub async fn subscribe(
         event(
             "subscribed",
             None,
-            &json!({"event": "subscribed", "subscription": id, "collection": collection, "seq": seq}),
+            &json!({"event": "subscribed", "subscription": id, "collection": shown, "seq": seq}),
         ),
     );
-    let collection: Arc<str> = Arc::from(collection.as_str());
+    let stored: Arc<str> = Arc::from(collection.as_str());
     struct State {
         first: std::vec::IntoIter<Bytes>,
         rx: mpsc::Receiver<Delivery>,
@@ -317,11 +324,11 @@ pub async fn subscribe(
         rx,
         beat,
         drain: app.streams.drain_signal(),
-        collection: collection.clone(),
+        collection: Arc::from(shown.as_str()),
         ended: false,
         _guard: SubGuard {
             app: app.clone(),
-            collection,
+            collection: stored,
             id,
         },
         _permit: permit,

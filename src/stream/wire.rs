@@ -25,10 +25,12 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const IDLE: u16 = 4001;
     pub const SLOW_CONSUMER: u16 = 4002;
+    pub const RATE_ABUSE: u16 = 4029;
 }
 
 /// One complete client frame, payload unmasked.
@@ -179,7 +181,7 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 /// What the upgrade request asked for.
 pub struct Upgrade {
     pub accept: String,
-    /// `?token=` of the request line (for authentication).
+    /// `Authorization: Bearer …`, else `?token=` of the request line.
     pub token: Option<String>,
     /// Bytes the client sent after the request head (its first frames).
     pub rest: Vec<u8>,
@@ -214,11 +216,12 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, &'static str> {
         return Err("only WebSocket version 13 is supported");
     }
     let key = header("sec-websocket-key").ok_or("missing Sec-WebSocket-Key")?;
-    let token = req.path.and_then(|p| p.split_once('?')).and_then(|(_, q)| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(str::to_owned)
-    });
+    let query = req
+        .path
+        .and_then(|p| p.split_once('?'))
+        .map(|(_, q)| q)
+        .unwrap_or("");
+    let token = crate::auth::token_of(header("authorization"), query).map(str::to_owned);
     Ok(Some(Upgrade {
         accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
         token,
