@@ -93,6 +93,18 @@ pub fn validate_collection_name(name: &str) -> Result<()> {
     }
 }
 
+/// Checks a stored collection name: a client's name, or `tenant.name` for a tenant's
+/// collection (the edge adds the tenant; clients cannot write dots).
+pub fn validate_stored_collection_name(name: &str) -> Result<()> {
+    match name.split_once('.') {
+        Some((tenant, rest)) => {
+            validate_collection_name(tenant)?;
+            validate_collection_name(rest)
+        }
+        None => validate_collection_name(name),
+    }
+}
+
 /// Checks a point id: 1–256 bytes, no control characters.
 pub fn validate_point_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {

@@ -837,7 +837,7 @@ impl Session {
 
     // ---------- closing ----------
 
-    /// Sends a close frame (dropping queued output that has not started), then reads until the
+    /// Sends a close frame after what is queued, then reads until the
     /// peer's close frame or EOF (so the peer can read everything before the TCP close), or
     /// until `stream.close_grace_ms` passed.
     fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
@@ -850,8 +850,14 @@ impl Session {
         }
         self.cursors.clear();
         self.unsubscribe_all();
-        // Keep only a frame that is half written: the close frame must follow a whole frame.
-        let keep = usize::from(self.front_off > 0);
+        // A slow consumer's backlog is dropped (keeping a half-written frame: the close frame
+        // must follow a whole one); otherwise what is queued (e.g. the error that explains the
+        // close) goes out first.
+        let keep = if code == close::SLOW_CONSUMER {
+            usize::from(self.front_off > 0)
+        } else {
+            self.out.len()
+        };
         while self.out.len() > keep {
             if let Some(f) = self.out.pop_back() {
                 self.queued(-(f.len() as isize));

@@ -24,7 +24,7 @@ use crate::hub::Hub;
 use crate::index::hnsw::PartitionSpec;
 use crate::shard::{shard_dir, OpenedShard, StopShard, WriteOp};
 use crate::storage::wal::sync_dir;
-use crate::types::{validate_collection_name, CollectionSpec, HnswParams, Metric};
+use crate::types::{validate_stored_collection_name, CollectionSpec, HnswParams, Metric};
 
 const SPEC_FILE: &str = "collection.json";
 
@@ -202,7 +202,7 @@ impl Router {
     }
 
     fn resolve_spec(&self, name: &str, o: &CollectionOptions) -> Result<CollectionSpec> {
-        validate_collection_name(name)?;
+        validate_stored_collection_name(name)?;
         let d = &self.cfg.index;
         if o.dimension == 0 || o.dimension > d.max_dimension {
             return Err(EngineError::invalid(format!(
