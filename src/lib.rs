@@ -61,6 +61,7 @@ pub async fn start(
     let router_engine = engine.clone();
     let hub = Arc::new(Hub::new(settings.stream.replay_window));
     let router = Router::new(settings.engine(), router_engine.clone(), hub.clone())?;
+    let pool = router.pool();
     let router = Router::start_in_arbiter(&engine, move |_| router);
     let health = Arc::new(Health::default());
     let streams = Streams::new(settings.stream.clone());
@@ -73,6 +74,7 @@ pub async fn start(
     SupervisorActor::new(
         supervisor.clone(),
         streams.clone(),
+        pool,
         settings.stream.max_streams,
     )
     .start();

@@ -3,8 +3,9 @@
 //! `Supervisor` is the shared state every request and new stream consults (`admit`): the current
 //! shed level and the governor rate limiters. `SupervisorActor` moves the level: every
 //! `shed.interval_ms` it measures the load — the worst of open streams / `stream.max_streams`,
-//! process CPU, resident memory / the memory limit, and search latency p99 / `shed.p99_target_ms`
-//! — and applies the design's table with hysteresis:
+//! requests in flight / `shed.max_inflight`, the search pool's queue fullness, process CPU
+//! (smoothed over ~10 s), resident memory / the memory limit, and search latency p99 /
+//! `shed.p99_target_ms` — and applies the design's table with hysteresis:
 //!
 //! | load ≥ | level | action |
 //! |---|---|---|
@@ -29,6 +30,7 @@ use actix::prelude::*;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hdrhistogram::Histogram;
+use ruvector_actors::router::pool::SearchPool;
 use ruvector_actors::EngineError;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +69,7 @@ pub struct ShedSettings {
     pub idle_close_after_ms: u64,
     pub idle_close_batch: usize,
     pub shed_fraction: f64,
+    pub max_inflight: usize,
 }
 
 /// What a request or frame costs in rate-limit terms.
@@ -102,6 +105,15 @@ fn level_name(l: u8) -> &'static str {
     }
 }
 
+/// One request being served (see `Supervisor::begin`).
+pub struct InFlight(Arc<Supervisor>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn quota(per_s: u32, burst: u32) -> Quota {
     let per_s = NonZeroU32::new(per_s.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -118,6 +130,8 @@ pub struct Supervisor {
     throttle: Limiter,
     level: AtomicU8,
     shed_seq: AtomicU64,
+    /// Requests being served now (HTTP requests and stream requests).
+    inflight: AtomicU64,
     /// Search latencies of the current window (µs).
     latency: Mutex<Option<Histogram<u64>>>,
 }
@@ -148,6 +162,7 @@ impl Supervisor {
             throttle,
             level: AtomicU8::new(NORMAL),
             shed_seq: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 2).ok()),
             rate,
             shed,
@@ -161,6 +176,12 @@ impl Supervisor {
     /// Whether new work should be refused outright (readiness probe).
     pub fn rejecting(&self) -> bool {
         self.level() >= REJECT
+    }
+
+    /// A request starts being served; the guard ends it when dropped.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
     }
 
     /// Records a search's server-side latency for the p99 signal.
@@ -263,6 +284,10 @@ impl Supervisor {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Load {
     pub streams: f64,
+    /// Requests being served (HTTP and stream frames) / `shed.max_inflight`.
+    pub inflight: f64,
+    /// Search pool queue fullness.
+    pub queue: f64,
     pub cpu: f64,
     pub memory: f64,
     pub p99: f64,
@@ -270,7 +295,12 @@ pub struct Load {
 
 impl Load {
     pub fn worst(&self) -> f64 {
-        self.streams.max(self.cpu).max(self.memory).max(self.p99)
+        self.streams
+            .max(self.inflight)
+            .max(self.queue)
+            .max(self.cpu)
+            .max(self.memory)
+            .max(self.p99)
     }
 }
 
@@ -323,6 +353,7 @@ fn memory_limit(cfg_mb: u64) -> u64 {
 pub struct SupervisorActor {
     pub sup: Arc<Supervisor>,
     pub streams: Arc<Streams>,
+    pool: Arc<SearchPool>,
     pub max_streams: usize,
     cores: f64,
     mem_limit: u64,
@@ -335,11 +366,17 @@ pub struct SupervisorActor {
 }
 
 impl SupervisorActor {
-    pub fn new(sup: Arc<Supervisor>, streams: Arc<Streams>, max_streams: usize) -> SupervisorActor {
+    pub fn new(
+        sup: Arc<Supervisor>,
+        streams: Arc<Streams>,
+        pool: Arc<SearchPool>,
+        max_streams: usize,
+    ) -> SupervisorActor {
         let mem_limit = memory_limit(sup.shed.memory_limit_mb);
         SupervisorActor {
             sup,
             streams,
+            pool,
             max_streams,
             cores: std::thread::available_parallelism()
                 .map(|n| n.get() as f64)
@@ -387,6 +424,9 @@ impl SupervisorActor {
         };
         Load {
             streams: self.streams.open() as f64 / self.max_streams.max(1) as f64,
+            inflight: self.sup.inflight.load(Ordering::Relaxed) as f64
+                / self.sup.shed.max_inflight.max(1) as f64,
+            queue: self.pool.fullness(),
             cpu: cpu_frac,
             memory: rss_bytes() as f64 / self.mem_limit.max(1) as f64,
             p99: if self.sup.shed.p99_target_ms > 0.0 {
@@ -429,6 +469,8 @@ impl SupervisorActor {
         let load = self.measure();
         for (name, v) in [
             ("streams", load.streams),
+            ("inflight", load.inflight),
+            ("queue", load.queue),
             ("cpu", load.cpu),
             ("memory", load.memory),
             ("p99", load.p99),

@@ -73,6 +73,9 @@ where
         Some(app) => check(app, &req),
         None => Ok(None),
     };
+    let inflight = req
+        .app_data::<actix_web::web::Data<AppState>>()
+        .map(|app| app.supervisor.begin());
     let next = match verdict {
         Ok(principal) => {
             if let Some(p) = principal {
@@ -86,6 +89,7 @@ where
         ),
     };
     async move {
+        let _inflight = inflight;
         match next {
             futures_util::future::Either::Left(fut) => Ok(fut.await?.map_into_left_body()),
             futures_util::future::Either::Right(res) => Ok(res),

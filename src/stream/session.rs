@@ -45,7 +45,7 @@ use crate::auth::{Principal, Scope};
 use crate::http::error::ApiError;
 use crate::http::rest::{self, DEFAULT_COLLECTION};
 use crate::http::AppState;
-use crate::supervise::Class;
+use crate::supervise::{Class, InFlight};
 
 thread_local! {
     /// The read buffer every stream of this worker thread shares.
@@ -147,6 +147,8 @@ pub struct Session {
     front_off: usize,
     waiting_writable: bool,
     inflight: usize,
+    /// One admission count per request being served.
+    inflight_guards: Vec<InFlight>,
     cursors: VecDeque<Cursor>,
     /// Searches whose last frame `pump` queued, not yet settled with `end`.
     finished_cursors: usize,
@@ -192,6 +194,7 @@ impl Session {
             front_off: 0,
             waiting_writable: false,
             inflight: 0,
+            inflight_guards: Vec::new(),
             cursors: VecDeque::new(),
             finished_cursors: 0,
             subs: Vec::new(),
@@ -517,11 +520,13 @@ impl Session {
 
     fn begin(&mut self) {
         self.inflight += 1;
+        self.inflight_guards.push(self.app.supervisor.begin());
     }
 
     /// A request finished: reading may resume, a drain may complete.
     fn end(&mut self, ctx: &mut Context<Self>) {
         self.inflight = self.inflight.saturating_sub(1);
+        self.inflight_guards.pop();
         if self.draining && self.inflight == 0 && self.cursors.is_empty() {
             self.close(close::GOING_AWAY, "server draining", ctx);
         }

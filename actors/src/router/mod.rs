@@ -140,6 +140,11 @@ fn open_collection(
 }
 
 impl Router {
+    /// The search pool (its fullness is a load signal).
+    pub fn pool(&self) -> Arc<SearchPool> {
+        self.pool.clone()
+    }
+
     pub fn new(cfg: EngineConfig, engine: ArbiterHandle, hub: Arc<Hub>) -> std::io::Result<Router> {
         let pool = Arc::new(SearchPool::new(
             cfg.index.search_threads(),

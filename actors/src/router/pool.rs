@@ -32,6 +32,14 @@ impl SearchPool {
         Ok(SearchPool { tx })
     }
 
+    /// How full the queue is, 0..=1 (a load signal for admission).
+    pub fn fullness(&self) -> f64 {
+        match self.tx.capacity() {
+            Some(c) if c > 0 => self.tx.len() as f64 / c as f64,
+            _ => 0.0,
+        }
+    }
+
     pub fn submit(&self, job: Job) -> Result<()> {
         let r = self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => {
