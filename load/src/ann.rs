@@ -10,6 +10,9 @@ use ruvector_actors::index::hnsw::{Op, Partition, PartitionQuery, PartitionSpec,
 use ruvector_actors::types::{HnswParams, Metric};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::path::PathBuf;
+
+use crate::data;
 
 /// One point of the ef sweep.
 #[derive(Debug, Clone, Serialize)]
@@ -273,4 +276,163 @@ pub fn http(
     }
     let _ = client.delete(&coll).send();
     Ok(HttpReport { insert, rows })
+}
+
+/// The `bench-ann` arguments (also built from an `ann` scenario).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "bench-ann")]
+pub struct BenchAnn {
+    /// Base vectors (.fvecs); without it, clustered data is generated.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Query vectors (.fvecs), with --base.
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Ground truth (.ivecs); computed by brute force when absent.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Generated base size.
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    /// Generated query count.
+    #[arg(long, default_value_t = 1_000)]
+    pub nq: usize,
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 100)]
+    pub clusters: usize,
+    /// Intrinsic dimension of each generated cluster.
+    #[arg(long, default_value_t = 16)]
+    pub latent: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "l2")]
+    pub metric: String,
+    #[arg(long, default_value_t = 16)]
+    pub m: usize,
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// ef values to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    pub ef: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Threads for the "all threads" figures (default: cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A running server to benchmark through HTTP (e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Points per HTTP insert request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Skip the in-process part.
+    #[arg(long)]
+    pub no_in_process: bool,
+    /// Write the data used (base.fvecs, queries.fvecs, gt.ivecs) here, e.g. for hnswlib.
+    #[arg(long)]
+    pub write_data: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs the ANN benchmark; prints the table and returns the JSON report.
+pub fn bench(a: &BenchAnn) -> Result<Value, String> {
+    let metric = Metric::parse(&a.metric).map_err(|e| e.to_string())?;
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let (base, queries) = match (&a.base, &a.queries) {
+        (Some(b), Some(q)) => (
+            data::read_fvecs(b).map_err(|e| e.to_string())?,
+            data::read_fvecs(q).map_err(|e| e.to_string())?,
+        ),
+        (None, None) => data::clustered(a.n, a.nq, a.dim, a.clusters, a.latent, 0.35, a.seed),
+        _ => return Err("give both --base and --queries, or neither".into()),
+    };
+    if base.is_empty() || queries.is_empty() {
+        return Err("no vectors".into());
+    }
+    let truth = match &a.gt {
+        Some(p) => data::read_ivecs(p).map_err(|e| e.to_string())?,
+        None => {
+            let score = match metric {
+                Metric::Cosine => data::score_cosine,
+                Metric::L2 => data::score_l2,
+                Metric::Dot => data::score_dot,
+            };
+            data::ground_truth(&base, &queries, a.k.max(100), score)
+        }
+    };
+    if let Some(dir) = &a.write_data {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        data::write_fvecs(&dir.join("base.fvecs"), &base).map_err(|e| e.to_string())?;
+        data::write_fvecs(&dir.join("queries.fvecs"), &queries).map_err(|e| e.to_string())?;
+        data::write_ivecs(&dir.join("gt.ivecs"), &truth).map_err(|e| e.to_string())?;
+    }
+    let hnsw = HnswParams {
+        m: a.m,
+        ef_construction: a.ef_construction,
+        ef_search: 64,
+    };
+    let d = Dataset {
+        base: &base,
+        queries: &queries,
+        truth: &truth,
+        k: a.k,
+        metric,
+    };
+    println!(
+        "bench-ann: {} base x {} dims, {} queries, metric {}, M={} ef_construction={}, k={}, {} threads",
+        base.len(), base[0].len(), queries.len(), metric.as_str(), a.m, a.ef_construction, a.k, threads
+    );
+    let mut report = json!({
+        "base": base.len(), "dim": base[0].len(), "queries": queries.len(), "metric": metric.as_str(),
+        "m": a.m, "ef_construction": a.ef_construction, "k": a.k, "threads": threads,
+    });
+    let mut rows = Vec::new();
+    if !a.no_in_process {
+        let (build, r) = in_process(&d, hnsw, &a.ef, threads);
+        println!(
+            "in-process build: {:.2} s ({:.0} points/s)",
+            build.as_secs_f64(),
+            base.len() as f64 / build.as_secs_f64()
+        );
+        report["in_process_build_s"] = json!(build.as_secs_f64());
+        rows.extend(r);
+    }
+    if let Some(url) = &a.url {
+        let h = http(&d, url.trim_end_matches('/'), hnsw, &a.ef, threads, a.batch)?;
+        println!(
+            "http durable insert: {:.2} s ({:.0} points/s, batches of {})",
+            h.insert.as_secs_f64(),
+            base.len() as f64 / h.insert.as_secs_f64(),
+            a.batch
+        );
+        report["http_insert_s"] = json!(h.insert.as_secs_f64());
+        report["http_insert_points_per_s"] = json!(base.len() as f64 / h.insert.as_secs_f64());
+        rows.extend(h.rows);
+    }
+    println!(
+        "{:<11} {:>5} {:>9} {:>12} {:>12} {:>9} {:>9}",
+        "mode", "ef", "recall", "qps(1 thr)", "qps(all)", "p50 us", "p99 us"
+    );
+    for r in &rows {
+        println!(
+            "{:<11} {:>5} {:>9.4} {:>12.0} {:>12.0} {:>9} {:>9}",
+            r.mode, r.ef, r.recall, r.qps_1_thread, r.qps_all_threads, r.p50_us, r.p99_us
+        );
+    }
+    report["sweep"] = json!(rows);
+    if let Some(out) = &a.out {
+        std::fs::write(
+            out,
+            serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(report)
 }

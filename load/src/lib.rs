@@ -6,8 +6,15 @@
 //! ## Layout
 //! - `data`: `.fvecs`/`.ivecs` I/O, clustered synthetic data, brute-force ground truth.
 //! - `ann`: the `bench-ann` runs, in process and through the HTTP API.
-//! - `streams`: `idle-scale`, many idle WebSocket streams and the server's memory per stream.
+//! - `streams`: `idle-scale`, many idle WebSocket streams and the server's memory per stream
+//!   before and after a burst of large messages.
+//! - `scenario`: the scenario files (`load/scenarios/*.toml`).
+//! - `run`: running a scenario (driver, worker processes, measurement); `report`: the JSON
+//!   report, table and SVG chart.
 
 pub mod ann;
 pub mod data;
+pub mod report;
+pub mod run;
+pub mod scenario;
 pub mod streams;

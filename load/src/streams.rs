@@ -145,13 +145,17 @@ fn wait_until(mut what: impl FnMut() -> bool, limit: Duration) -> bool {
     what()
 }
 
-/// Runs the scenario; `progress` is called with (phase, done, total).
-pub fn idle_scale(cfg: IdleScale, progress: &dyn Fn(&str, usize, usize)) -> IdleReport {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// The client runtime: two threads (this machine has two cores).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
+}
+
+/// Runs the scenario; `progress` is called with (phase, done, total).
+pub fn idle_scale(cfg: IdleScale, progress: &dyn Fn(&str, usize, usize)) -> IdleReport {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tokio runtime: {e}");
