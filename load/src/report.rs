@@ -86,7 +86,8 @@ pub struct Report {
     pub streams_failed: usize,
     pub sent: u64,
     pub answered: u64,
-    /// Turns a stream skipped because it had `max_inflight_per_stream` requests unanswered.
+    /// Turns a stream skipped: `max_inflight_per_stream` requests unanswered, or waiting out a
+    /// `retry_after_ms` (clients honour it).
     pub skipped: u64,
     pub errors: u64,
     pub throughput_rps: f64,

@@ -254,6 +254,7 @@ async fn one_stream(
     let mut next_id: u64 = 0;
     let mut phase_start = start;
     let mut closed = false;
+    let mut backoff: Option<Instant> = None;
     'phases: for phase in &l.phases {
         let phase_end = phase_start + Duration::from_secs_f64(phase.duration_s);
         let interval =
@@ -267,7 +268,7 @@ async fn one_stream(
             };
             tokio::select! {
                 m = ws.next() => {
-                    if !handle(m, &mut pending, &tally) {
+                    if !handle(m, &mut pending, &tally, &mut backoff) {
                         closed = true;
                         break 'phases;
                     }
@@ -279,7 +280,7 @@ async fn one_stream(
                     if let (Some(n), Some(i)) = (next.as_mut(), interval) {
                         *n += i;
                     }
-                    if pending.len() >= l.max_inflight_per_stream {
+                    if backoff.is_some_and(|b| Instant::now() < b) || pending.len() >= l.max_inflight_per_stream {
                         if let Ok(mut t) = tally.lock() { t.out.skipped += 1; }
                         continue;
                     }
@@ -316,7 +317,7 @@ async fn one_stream(
     while !pending.is_empty() && Instant::now() < until {
         match tokio::time::timeout_at(until.into(), ws.next()).await {
             Ok(m) => {
-                if !handle(m, &mut pending, &tally) {
+                if !handle(m, &mut pending, &tally, &mut backoff) {
                     return;
                 }
             }
@@ -336,6 +337,7 @@ fn handle(
     m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     pending: &mut std::collections::HashMap<u64, Sent>,
     tally: &Arc<Mutex<Tally>>,
+    backoff: &mut Option<Instant>,
 ) -> bool {
     let text = match m {
         Some(Ok(Message::Text(t))) => t,
@@ -389,6 +391,11 @@ fn handle(
         }
         ("error", entry) => {
             t.error(v["code"].as_str().unwrap_or("unknown"));
+            // A well-behaved client waits as told before sending again.
+            if let Some(ms) = v["retry_after_ms"].as_u64() {
+                let until = Instant::now() + Duration::from_millis(ms);
+                *backoff = Some(backoff.map_or(until, |b| b.max(until)));
+            }
             if let Some((i, _)) = entry {
                 pending.remove(&i);
             }
@@ -665,9 +672,10 @@ type Sample = (f64, Option<f64>, Option<u64>, Option<f64>);
 pub fn run_streams(s: &Scenario, o: &RunOptions) -> Result<Report, String> {
     let l = s.streams.clone().ok_or("not a streams scenario")?;
     let rss = |pid: Option<u32>| pid.map(rss_kb);
-    let rss_before = rss(o.server_pid);
     let seed = 42;
     preload(o, &l, seed)?;
+    // After the preload: the streams' memory, not the data's.
+    let rss_before = rss(o.server_pid);
     let per = l.max_streams_per_worker.max(1);
     let n_workers = l.count.div_ceil(per);
     let mut workers = Vec::new();

@@ -131,8 +131,10 @@ pub struct Session {
     principal: Option<Arc<Principal>>,
     /// The client's last frame, for the registry (idle closing under load).
     activity: Option<Arc<AtomicU64>>,
-    /// Frames refused by the rate limiter in a row.
+    /// Frames refused by the rate limiter in a row that came before the retry time given.
     refusals: u32,
+    /// The retry time given with the last refusal.
+    retry_at: Option<Instant>,
     opened: Instant,
     conn: Rc<Conn>,
     _permit: Permit,
@@ -180,6 +182,7 @@ impl Session {
             principal,
             activity: None,
             refusals: 0,
+            retry_at: None,
             opened: now,
             conn: Rc::new(Conn {
                 sock,
@@ -434,10 +437,15 @@ impl Session {
             return;
         };
         if let Err(e) = self.gate(&principal, &req) {
-            let abuse = matches!(e, ApiError::RateLimited { .. });
             self.reply_error(&id, &e, name);
-            if abuse {
-                self.refusals += 1;
+            if let ApiError::RateLimited { retry_ms, .. } = e {
+                // Abuse is sending again before the retry time we gave: a client that waits as
+                // told is never closed, even when its key's quota is shared and spent.
+                let now = Instant::now();
+                if self.retry_at.is_some_and(|t| now < t) {
+                    self.refusals += 1;
+                }
+                self.retry_at = Some(now + Duration::from_millis(retry_ms));
                 if self.refusals >= self.app.supervisor.abuse_refusals() {
                     metrics::counter!("ruvector_stream_abuse_closes_total").increment(1);
                     self.close(close::RATE_ABUSE, "rate limit abuse", ctx);
@@ -446,6 +454,7 @@ impl Session {
             return;
         }
         self.refusals = 0;
+        self.retry_at = None;
         match req {
             Request::Ping => {
                 let f = wire::text_frame(
