@@ -212,7 +212,8 @@ impl CollectionChanges {
 pub struct ResetNeeded;
 
 pub struct Hub {
-    collections: Mutex<HashMap<String, CollectionChanges>>,
+    /// Each collection has its own lock: one collection's matching never holds up another's.
+    collections: Mutex<HashMap<String, Arc<Mutex<CollectionChanges>>>>,
     window: usize,
     base: u64,
     next_id: AtomicU64,
@@ -233,19 +234,31 @@ impl Hub {
         }
     }
 
+    fn entry(&self, collection: &str) -> Arc<Mutex<CollectionChanges>> {
+        let base = self.base;
+        self.collections
+            .lock()
+            .entry(collection.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(CollectionChanges {
+                    seq: base,
+                    ..Default::default()
+                }))
+            })
+            .clone()
+    }
+
+    fn existing(&self, collection: &str) -> Option<Arc<Mutex<CollectionChanges>>> {
+        self.collections.lock().get(collection).cloned()
+    }
+
     /// Numbers, records and delivers applied changes of one collection, in order.
     pub fn publish(&self, collection: &str, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
         }
-        let mut all = self.collections.lock();
-        let base = self.base;
-        let c = all
-            .entry(collection.to_owned())
-            .or_insert_with(|| CollectionChanges {
-                seq: base,
-                ..Default::default()
-            });
+        let entry = self.entry(collection);
+        let mut c = entry.lock();
         let mut delivered = 0u64;
         let mut dropped = Vec::new();
         for change in changes {
@@ -306,14 +319,8 @@ impl Hub {
             sink,
             key: key.clone(),
         };
-        let mut all = self.collections.lock();
-        let base = self.base;
-        let c = all
-            .entry(collection.to_owned())
-            .or_insert_with(|| CollectionChanges {
-                seq: base,
-                ..Default::default()
-            });
+        let entry = self.entry(collection);
+        let mut c = entry.lock();
         if let Some(after) = resume_after {
             let oldest = c.window.front().map(|(s, _)| *s).unwrap_or(c.seq + 1);
             if after > c.seq || after + 1 < oldest {
@@ -351,8 +358,9 @@ impl Hub {
 
     /// Stops a subscription; `false` when it was not there (already dropped or unknown).
     pub fn unsubscribe(&self, collection: &str, id: u64) -> bool {
-        let mut all = self.collections.lock();
-        let removed = all.get_mut(collection).is_some_and(|c| c.remove(id));
+        let removed = self
+            .existing(collection)
+            .is_some_and(|c| c.lock().remove(id));
         if removed {
             metrics::gauge!("ruvector_subscriptions").decrement(1.0);
         }
@@ -361,17 +369,16 @@ impl Hub {
 
     /// Current sequence number of a collection.
     pub fn seq(&self, collection: &str) -> u64 {
-        self.collections
-            .lock()
-            .get(collection)
-            .map(|c| c.seq)
+        self.existing(collection)
+            .map(|c| c.lock().seq)
             .unwrap_or(self.base)
     }
 
     /// A dropped collection: its window and subscriptions go (their streams see no more events).
     pub fn forget(&self, collection: &str) {
-        if let Some(c) = self.collections.lock().remove(collection) {
-            metrics::gauge!("ruvector_subscriptions").decrement(c.subs.len() as f64);
+        let removed = self.collections.lock().remove(collection);
+        if let Some(c) = removed {
+            metrics::gauge!("ruvector_subscriptions").decrement(c.lock().subs.len() as f64);
         }
     }
 }
