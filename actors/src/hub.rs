@@ -520,6 +520,31 @@ mod tests {
     }
 
     #[test]
+    fn a_write_visits_only_the_subscriptions_indexed_under_its_values() {
+        let hub = Hub::new(10);
+        let sinks: Vec<Arc<Collect>> = (0..10_000).map(|_| sink(10)).collect();
+        for (i, s) in sinks.iter().enumerate() {
+            let f = Filter::parse(&json!({"user": format!("u{i}")})).unwrap();
+            let q = StandingQuery::new(Metric::L2, None, None, None, Some(f));
+            hub.subscribe("c", q, vec![], s.clone(), None).unwrap();
+        }
+        let all = sink(10);
+        let q = StandingQuery::new(Metric::L2, None, None, None, None);
+        hub.subscribe("c", q, vec![], all.clone(), None).unwrap();
+        let change = upsert("p", &[0.0], json!({"user": "u42", "other": 1}));
+        let entry = hub.entry("c");
+        assert_eq!(
+            entry.lock().candidates(&change).len(),
+            2,
+            "u42's subscription and the unfiltered one"
+        );
+        hub.publish("c", vec![change]);
+        assert_eq!(ids(&sinks[42]), ["p"]);
+        assert!(sinks[41].got.lock().is_empty() && sinks[43].got.lock().is_empty());
+        assert_eq!(ids(&all), ["p"]);
+    }
+
+    #[test]
     fn a_full_sink_loses_its_subscription() {
         let hub = Hub::new(0);
         let s = sink(1);
