@@ -24,6 +24,8 @@ enum Command {
     /// Run a scenario file (load/scenarios/*.toml): live progress, a final table, a JSON report
     /// and an SVG chart.
     Run(RunArgs),
+    /// Draw the SVG chart of a JSON report written by `run`.
+    Plot { report: PathBuf, out: PathBuf },
     /// (internal) One worker process of a `run` that needs several.
     #[command(hide = true)]
     Worker,
@@ -93,11 +95,19 @@ fn main() {
         Command::IdleScale(args) => idle_scale(args),
         Command::Run(args) => run(args),
         Command::Worker => ruvector_load::run::worker_main(),
+        Command::Plot { report, out } => plot(&report, &out),
     };
     if let Err(e) = result {
         eprintln!("ruvector-load: {e}");
         std::process::exit(1);
     }
+}
+
+fn plot(report: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let r: ruvector_load::report::Report =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report.display()))?;
+    r.plot(out)
 }
 
 fn run(a: RunArgs) -> Result<(), String> {

@@ -201,10 +201,15 @@ impl Report {
             .map(|p| p.t + 1.0)
             .unwrap_or(1.0)
             .max(1.0);
-        let rps_max = self.series.iter().map(|p| p.rps).fold(1.0, f64::max) * 1.1;
+        let rps_max = self
+            .series
+            .iter()
+            .map(|p| p.rps.max(p.errors as f64))
+            .fold(1.0, f64::max)
+            * 1.1;
         let mut c = ChartBuilder::on(&top)
             .caption(
-                format!("{}: throughput (answered/s) and shed level", self.scenario),
+                format!("{}: answered/s, errors/s and shed level", self.scenario),
                 ("sans-serif", 18),
             )
             .margin(10)
