@@ -32,6 +32,8 @@ pub fn serve(
     let addrs = vec![listener.local_addr()?];
     let keep_alive = Duration::from_millis(s.keep_alive_ms);
     let request_timeout = Duration::from_millis(s.client_request_timeout_ms);
+    let disconnect = Duration::from_millis(s.client_disconnect_timeout_ms);
+    let local = addrs[0];
     let server = Server::build()
         .workers(workers)
         .max_concurrent_connections(s.max_connections)
@@ -50,6 +52,11 @@ pub fn serve(
                     }
                 })
                 .keep_alive(KeepAlive::Timeout(keep_alive))
+                // After answering early (413, 429, …) keep reading what the client still sends
+                // for a moment, so it sees the answer instead of a reset (as HttpServer does).
+                .client_disconnect_timeout(disconnect)
+                .h1_allow_half_closed(true)
+                .local_addr(local)
                 .client_request_timeout(request_timeout)
                 .finish(map_config(
                     App::new()

@@ -27,6 +27,7 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     pub keep_alive_ms: u64,
     pub client_request_timeout_ms: u64,
+    pub client_disconnect_timeout_ms: u64,
     pub max_connections: usize,
     pub drain_timeout_ms: u64,
     pub search_cache_max_age_s: u64,
