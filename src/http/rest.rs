@@ -283,10 +283,10 @@ pub async fn delete_point(
 
 // ---------- search ----------
 
-fn default_k() -> usize {
+pub(crate) fn default_k() -> usize {
     10
 }
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -521,34 +521,46 @@ pub async fn short_search(
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
 }
 
+/// A search by a stored point's id in a query string (`GET /api/v1/search`,
+/// `GET /api/v1/stream/search`): numbers arrive as text, the filter as JSON text.
 #[derive(Deserialize)]
 pub struct SearchQuery {
     pub collection: Option<String>,
     pub query_vector_id: Option<String>,
     pub k: Option<String>,
+    pub ef_search: Option<String>,
+    pub filter: Option<String>,
     pub metric: Option<String>,
 }
 
+fn number<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option<T>, ApiError> {
+    v.map(|s| {
+        s.parse()
+            .map_err(|_| ApiError::invalid(format!("{name} must be a positive integer, got {s:?}")))
+    })
+    .transpose()
+}
+
 impl SearchQuery {
-    /// Into a search body (the query string's numbers arrive as text).
     pub fn into_body(self) -> Result<SearchBody, ApiError> {
-        let k = match self.k.as_deref() {
-            None => default_k(),
-            Some(k) => k.parse().map_err(|_| {
-                ApiError::invalid(format!("k must be a positive integer, got {k:?}"))
-            })?,
-        };
         let id = self
             .query_vector_id
             .ok_or_else(|| ApiError::invalid("query_vector_id is required"))?;
+        let filter = self
+            .filter
+            .map(|f| {
+                serde_json::from_str(&f)
+                    .map_err(|e| ApiError::invalid(format!("filter is not JSON: {e}")))
+            })
+            .transpose()?;
         Ok(SearchBody {
             collection: self.collection,
             vector: None,
             query: None,
             id: Some(id),
-            k,
-            ef_search: None,
-            filter: None,
+            k: number("k", self.k.as_deref())?.unwrap_or_else(default_k),
+            ef_search: number("ef_search", self.ef_search.as_deref())?,
+            filter,
             score_threshold: None,
             with_vector: false,
             with_metadata: true,

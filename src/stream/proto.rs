@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::http::error::ApiError;
-use crate::http::rest::{PointBody, SearchBody};
+use crate::http::rest::{self, PointBody, SearchBody};
 
 /// The first look at a frame: its type and request id (every other field skipped).
 #[derive(Deserialize)]
@@ -19,13 +19,6 @@ struct Head {
     id: Option<Value>,
 }
 
-fn default_k() -> usize {
-    10
-}
-fn yes() -> bool {
-    true
-}
-
 #[derive(Deserialize)]
 pub struct SearchFrame {
     pub collection: Option<String>,
@@ -33,16 +26,16 @@ pub struct SearchFrame {
     pub vector: Option<Vec<f32>>,
     /// Search by a stored point's vector (`id` is the request id on a stream).
     pub vector_id: Option<String>,
-    #[serde(default = "default_k")]
+    #[serde(default = "rest::default_k")]
     pub k: usize,
     pub ef_search: Option<usize>,
     pub filter: Option<Value>,
     pub score_threshold: Option<f32>,
     #[serde(default)]
     pub with_vector: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "rest::yes")]
     pub with_metadata: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "rest::yes")]
     pub stream: bool,
 }
 
@@ -92,7 +85,6 @@ pub struct UnsubscribeFrame {
 
 #[derive(Deserialize)]
 pub struct AuthFrame {
-    #[allow(dead_code)]
     pub token: String,
 }
 
@@ -195,11 +187,9 @@ pub fn error_frame<'a>(id: &'a Value, e: &ApiError) -> ErrorFrame<'a> {
     }
 }
 
+/// One hit of a streamed search (WebSocket `result` frames, SSE `result` events).
 #[derive(Serialize)]
-pub struct ResultFrame<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub id: &'a Value,
+pub struct RankedHit<'a> {
     pub query_id: u64,
     pub rank: usize,
     pub vector_id: &'a str,
@@ -211,10 +201,8 @@ pub struct ResultFrame<'a> {
     pub vector: Option<&'a [f32]>,
 }
 
-pub fn result_frame<'a>(id: &'a Value, query_id: u64, rank: usize, h: &'a Hit) -> ResultFrame<'a> {
-    ResultFrame {
-        kind: "result",
-        id,
+pub fn ranked_hit(query_id: u64, rank: usize, h: &Hit) -> RankedHit<'_> {
+    RankedHit {
         query_id,
         rank,
         vector_id: &h.id,
@@ -222,6 +210,23 @@ pub fn result_frame<'a>(id: &'a Value, query_id: u64, rank: usize, h: &'a Hit) -
         distance: h.distance,
         metadata: h.metadata.as_ref(),
         vector: h.vector.as_deref(),
+    }
+}
+
+#[derive(Serialize)]
+pub struct ResultFrame<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: &'a Value,
+    #[serde(flatten)]
+    pub hit: RankedHit<'a>,
+}
+
+pub fn result_frame<'a>(id: &'a Value, query_id: u64, rank: usize, h: &'a Hit) -> ResultFrame<'a> {
+    ResultFrame {
+        kind: "result",
+        id,
+        hit: ranked_hit(query_id, rank, h),
     }
 }
 

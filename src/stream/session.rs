@@ -362,7 +362,7 @@ impl Session {
             Incoming::Binary => self.binary(),
             Incoming::Ping(p) => {
                 let f = wire::control_frame(Control::Pong, p);
-                self.push(f, "ws_pong", ctx);
+                self.enqueue(f, "ws_pong");
             }
             Incoming::Pong => {}
             Incoming::Close(code) => {
@@ -460,7 +460,7 @@ impl Session {
                 let f = wire::text_frame(
                     &json!({"type": "pong", "id": id, "timestamp": proto::unix_ms()}),
                 );
-                self.push(f, "pong", ctx);
+                self.enqueue(f, "pong");
             }
             Request::Auth(_) => {}
             Request::Unsubscribe(u) => {
@@ -471,7 +471,7 @@ impl Session {
                         let f = wire::text_frame(
                             &json!({"type": "unsubscribed", "id": id, "subscription": sub}),
                         );
-                        self.push(f, "unsubscribed", ctx);
+                        self.enqueue(f, "unsubscribed");
                     }
                     None => {
                         let e = ApiError::from(EngineError::NotFound(format!(
@@ -508,7 +508,7 @@ impl Session {
         if !self.app.auth.enabled() {
             let f =
                 wire::text_frame(&json!({"type": "authenticated", "id": id, "auth": "disabled"}));
-            self.push(f, "authenticated", ctx);
+            self.enqueue(f, "authenticated");
             return;
         }
         let peer = self.conn.sock.peer_addr().ok().map(|a| a.ip());
@@ -518,7 +518,7 @@ impl Session {
                     "type": "authenticated", "id": id, "subject": &*p.id, "tenant": p.tenant.as_deref(),
                 }));
                 self.principal = Some(Arc::new(p));
-                self.push(f, "authenticated", ctx);
+                self.enqueue(f, "authenticated");
             }
             Err(e) => {
                 self.reply_error(id, &e, "auth");
@@ -542,10 +542,47 @@ impl Session {
         self.resume(ctx);
     }
 
+    /// The stored name of the collection a frame names (the default one when it names none),
+    /// or an error frame.
+    fn collection(
+        &mut self,
+        id: &Value,
+        p: &Principal,
+        name: Option<&str>,
+        kind: &'static str,
+    ) -> Option<String> {
+        match p.internal(name.unwrap_or(DEFAULT_COLLECTION)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.reply_error(id, &e, kind);
+                None
+            }
+        }
+    }
+
+    /// Serves a write whose answer is one `ack` frame: `fut` yields it (its `id` is filled in),
+    /// or the error to answer with.
+    fn ack_later<F>(&mut self, id: Value, kind: &'static str, fut: F, ctx: &mut Context<Self>)
+    where
+        F: std::future::Future<Output = Result<Value, ApiError>> + 'static,
+    {
+        self.begin();
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(mut frame) => {
+                    frame["id"] = id;
+                    act.enqueue(wire::text_frame(&frame), "ack");
+                }
+                Err(e) => act.reply_error(&id, &e, kind),
+            }
+            act.end(ctx);
+            act.flush(ctx);
+        }));
+    }
+
     fn search(&mut self, id: Value, p: &Principal, s: proto::SearchFrame, ctx: &mut Context<Self>) {
-        let collection = match p.internal(s.collection.as_deref().unwrap_or(DEFAULT_COLLECTION)) {
-            Ok(c) => c,
-            Err(e) => return self.reply_error(&id, &e, "search"),
+        let Some(collection) = self.collection(&id, p, s.collection.as_deref(), "search") else {
+            return;
         };
         self.begin();
         let query_id = super::next_query_id();
@@ -569,7 +606,7 @@ impl Session {
                     let f = wire::text_frame(
                         &json!({"type": "search_start", "id": id, "query_id": query_id}),
                     );
-                    act.push(f, "search_start", ctx);
+                    act.enqueue(f, "search_start");
                     act.cursors.push_back(Cursor {
                         id,
                         query_id,
@@ -588,7 +625,7 @@ impl Session {
                     }));
                     metrics::histogram!("ruvector_stream_search_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    act.push(f, "search_result", ctx);
+                    act.enqueue(f, "search_result");
                     act.end(ctx);
                 }
             }
@@ -597,37 +634,23 @@ impl Session {
     }
 
     fn insert(&mut self, id: Value, p: &Principal, i: proto::InsertFrame, ctx: &mut Context<Self>) {
-        let collection = match p.internal(i.collection.as_deref().unwrap_or(DEFAULT_COLLECTION)) {
-            Ok(c) => c,
-            Err(e) => return self.reply_error(&id, &e, "insert"),
+        let Some(collection) = self.collection(&id, p, i.collection.as_deref(), "insert") else {
+            return;
         };
-        self.begin();
         let app = self.app.clone();
         let fut = async move {
             let dimension = i.points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
             let (ids, ops) = rest::upserts(i.points)?;
             rest::write(&app, collection, ops, dimension).await?;
-            Ok::<_, ApiError>(ids)
+            Ok(json!({"type": "ack", "id": null, "ids": ids}))
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(ids) => {
-                    let f = wire::text_frame(&json!({"type": "ack", "id": id, "ids": ids}));
-                    act.push(f, "ack", ctx);
-                }
-                Err(e) => act.reply_error(&id, &e, "insert"),
-            }
-            act.end(ctx);
-            act.flush(ctx);
-        }));
+        self.ack_later(id, "insert", fut, ctx);
     }
 
     fn delete(&mut self, id: Value, p: &Principal, d: proto::DeleteFrame, ctx: &mut Context<Self>) {
-        let collection = match p.internal(d.collection.as_deref().unwrap_or(DEFAULT_COLLECTION)) {
-            Ok(c) => c,
-            Err(e) => return self.reply_error(&id, &e, "delete"),
+        let Some(collection) = self.collection(&id, p, d.collection.as_deref(), "delete") else {
+            return;
         };
-        self.begin();
         let app = self.app.clone();
         let fut = async move {
             if d.ids.is_empty() {
@@ -635,19 +658,10 @@ impl Session {
             }
             let ops = d.ids.into_iter().map(|id| WriteOp::Delete { id }).collect();
             let existed = rest::write(&app, collection, ops, None).await?;
-            Ok(existed.iter().filter(|e| **e).count())
+            let deleted = existed.iter().filter(|e| **e).count();
+            Ok(json!({"type": "ack", "id": null, "deleted": deleted}))
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(n) => {
-                    let f = wire::text_frame(&json!({"type": "ack", "id": id, "deleted": n}));
-                    act.push(f, "ack", ctx);
-                }
-                Err(e) => act.reply_error(&id, &e, "delete"),
-            }
-            act.end(ctx);
-            act.flush(ctx);
-        }));
+        self.ack_later(id, "delete", fut, ctx);
     }
 
     fn subscribe(
@@ -684,7 +698,7 @@ impl Session {
                                 "collection": &*shown, "seq": seq,
                             }));
                             act.subs.push((sub, Arc::from(collection.as_str()), shown));
-                            act.push(f, "subscribed", ctx);
+                            act.enqueue(f, "subscribed");
                         }
                         Err(_) => {
                             let e = ApiError::from(EngineError::Internal(
@@ -721,10 +735,6 @@ impl Session {
     fn queued(&mut self, delta: isize) {
         self.out_bytes = self.out_bytes.saturating_add_signed(delta);
         metrics::gauge!("ruvector_stream_outbound_bytes").increment(delta as f64);
-    }
-
-    fn push(&mut self, f: Bytes, kind: &'static str, _ctx: &mut Context<Self>) {
-        self.enqueue(f, kind);
     }
 
     fn queue_full(&self, extra: usize) -> bool {

@@ -25,7 +25,7 @@ use super::{Kind, Permit};
 use crate::http::body::read_json;
 use crate::http::error::ApiError;
 use crate::http::guard::Caller;
-use crate::http::rest::{self, SearchBody, DEFAULT_COLLECTION};
+use crate::http::rest::{self, SearchBody, SearchQuery, DEFAULT_COLLECTION};
 use crate::http::AppState;
 
 type Chunk = Result<Bytes, actix_web::Error>;
@@ -54,43 +54,14 @@ fn sse_response(body: impl Stream<Item = Chunk> + 'static) -> HttpResponse {
         .streaming(body)
 }
 
-/// `GET /api/v1/stream/search`: a search by a stored point's id.
-#[derive(Deserialize)]
-pub struct SearchByIdQuery {
-    collection: Option<String>,
-    query_vector_id: String,
-    k: Option<usize>,
-    ef_search: Option<usize>,
-    filter: Option<String>,
-}
-
+/// `GET /api/v1/stream/search`: a search by a stored point's id (the query string of
+/// `GET /api/v1/search`).
 pub async fn search_get(
     app: web::Data<AppState>,
     caller: Caller,
-    q: web::Query<SearchByIdQuery>,
+    q: web::Query<SearchQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    let filter = match q.filter {
-        Some(f) => Some(
-            serde_json::from_str(&f)
-                .map_err(|e| ApiError::invalid(format!("filter is not JSON: {e}")))?,
-        ),
-        None => None,
-    };
-    let body = SearchBody {
-        collection: q.collection,
-        vector: None,
-        query: None,
-        id: Some(q.query_vector_id),
-        k: q.k.unwrap_or(10),
-        ef_search: q.ef_search,
-        filter,
-        score_threshold: None,
-        with_vector: false,
-        with_metadata: true,
-        metric: None,
-    };
-    search(app, caller, body).await
+    search(app, caller, q.into_inner().into_body()?).await
 }
 
 /// `POST /api/v1/stream/search` with a search body.
@@ -149,32 +120,19 @@ async fn search(
                         metrics::histogram!("ruvector_stream_first_result_seconds")
                             .record(s.started.elapsed().as_secs_f64());
                     }
-                    let r = proto::result_frame(&Value::Null, s.query_id, s.sent as usize, &h);
                     #[derive(Serialize)]
                     struct SseResult<'a> {
                         event: &'static str,
-                        query_id: u64,
-                        rank: usize,
-                        vector_id: &'a str,
-                        score: f32,
-                        distance: f32,
-                        #[serde(skip_serializing_if = "Option::is_none")]
-                        metadata: Option<&'a ruvector_actors::types::Metadata>,
-                        #[serde(skip_serializing_if = "Option::is_none")]
-                        vector: Option<&'a [f32]>,
+                        #[serde(flatten)]
+                        hit: proto::RankedHit<'a>,
                     }
+                    let hit = proto::ranked_hit(s.query_id, s.sent as usize, &h);
                     event(
                         "result",
                         Some(s.sent),
                         &SseResult {
                             event: "result",
-                            query_id: r.query_id,
-                            rank: r.rank,
-                            vector_id: r.vector_id,
-                            score: r.score,
-                            distance: r.distance,
-                            metadata: r.metadata,
-                            vector: r.vector,
+                            hit,
                         },
                     )
                 }
