@@ -108,6 +108,36 @@ fn fill(s: &Server, n: usize, seed: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_frames_put_type_first() {
+    let s = blocking(|| Server::start(&[]));
+    let mut ws = connect(&s).await;
+    let frames = [
+        json!({"type": "ping", "id": 1}),
+        json!({"type": "insert", "id": 2, "collection": "t", "points": [{"id": "a", "vector": [1.0, 0.0]}]}),
+        json!({"type": "search", "id": 3, "collection": "t", "query": [1.0, 0.0], "k": 1}),
+        json!({"type": "subscribe", "id": 4, "collection": "t"}),
+        json!({"type": "delete", "id": 5, "collection": "t", "ids": ["a"]}),
+        json!({"type": "nope", "id": 6}),
+    ];
+    for f in frames {
+        send(&mut ws, f).await;
+    }
+    // pong, ack, search_start, result, search_complete, subscribed, event, ack, error
+    let mut seen = 0;
+    while seen < 9 {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            assert!(t.starts_with(r#"{"type":""#), "\"type\" first: {t}");
+            seen += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_frame_type_and_error_frames() {
     let s = blocking(|| Server::start(&[]));
     let mut ws = connect(&s).await;
