@@ -26,6 +26,14 @@ enum Command {
     Serve,
     /// Print the effective configuration as TOML-like JSON and exit.
     Config,
+    /// Accept the damage that holds a collection back at start (the server must be stopped):
+    /// cut its log at the damage (cut bytes kept in side files), accept missing records, write
+    /// a fresh snapshot. Prints what was lost.
+    Repair {
+        /// The stored collection name (`tenant.name` for a tenant's collection).
+        #[arg(long)]
+        collection: String,
+    },
 }
 
 fn main() {
@@ -45,6 +53,9 @@ fn main() {
         return;
     }
     telemetry::init_logs();
+    if let Some(Command::Repair { collection }) = &cli.command {
+        std::process::exit(repair(&settings, collection));
+    }
     let prometheus = if settings.metrics.enabled {
         match telemetry::init_metrics() {
             Ok(h) => Some(h),
@@ -74,6 +85,34 @@ fn main() {
     if let Err(e) = result {
         eprintln!("ruvector-streaming: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Runs `repair`; the process exit code.
+fn repair(settings: &Settings, collection: &str) -> i32 {
+    match ruvector_actors::router::repair::repair_collection(&settings.engine(), collection) {
+        Ok(shards) => {
+            for s in &shards {
+                println!(
+                    "shard {}: {} points, {} records replayed, {} damaged regions passed over, {} quarantined{}",
+                    s.shard,
+                    s.points,
+                    s.replayed,
+                    s.damaged,
+                    s.quarantined,
+                    if s.recreated { ", directory was missing (started empty)" } else { "" }
+                );
+                for h in &s.holes {
+                    println!("shard {}: accepted loss: {h}", s.shard);
+                }
+            }
+            println!("collection {collection:?} repaired; it loads at the next start");
+            0
+        }
+        Err(e) => {
+            eprintln!("ruvector-streaming repair: {e}");
+            1
+        }
     }
 }
 

@@ -61,7 +61,6 @@ pub fn serve(
                 .finish(map_config(
                     App::new()
                         .app_data(app_state)
-                        .wrap_fn(http::guard::guard)
                         .wrap_fn(http::record)
                         .configure(http::routes)
                         .into_factory()

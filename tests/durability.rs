@@ -120,7 +120,8 @@ fn damaged_log_tail_is_truncated_and_the_rest_is_served() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e == "log") && std::fs::metadata(p).unwrap().len() > 0
+            // More than the 8-byte segment header.
+            p.extension().is_some_and(|e| e == "log") && std::fs::metadata(p).unwrap().len() > 8
         })
         .collect();
     logs.sort();
@@ -141,7 +142,13 @@ fn damaged_log_tail_is_truncated_and_the_rest_is_served() {
         s2.ok("GET", &format!("/api/v1/collections/t/points/p{i}"), None);
     }
     assert_eq!(s2.metric("ruvector_wal_truncations_total", &[]), 1.0);
-    assert!(s2.log_text().contains("truncating at the last good record"));
+    assert!(s2.log_text().contains("torn tail of the write log cut off"));
+    let kept: Vec<_> = std::fs::read_dir(&shard)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the cut bytes are kept beside the segment");
     let r = s2.ok(
         "POST",
         "/api/v1/collections/t/points/search",

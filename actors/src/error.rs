@@ -17,6 +17,10 @@ pub enum EngineError {
     /// Shedding: a full queue, a full pool, or the server is still loading.
     #[error("{0}")]
     Overloaded(String),
+    /// A collection held back after damage found at start (see the server log), or a shard
+    /// that lost its writer.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("request deadline of {0} ms passed")]
     Timeout(u64),
     #[error("internal error: {0}")]
@@ -32,6 +36,7 @@ impl EngineError {
             EngineError::NotFound(_) => "not_found",
             EngineError::AlreadyExists(_) => "already_exists",
             EngineError::Overloaded(_) => "overloaded",
+            EngineError::Unavailable(_) => "unavailable",
             EngineError::Timeout(_) => "timeout",
             EngineError::Internal(_) => "internal",
         }

@@ -121,6 +121,10 @@ pub fn validate_point_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The largest squared norm a stored or query vector may have: f32::MAX / 4 (≈ 8.5e37, a norm
+/// of ≈ 9.2e18), so no distance between two acceptable vectors leaves the finite f32 range.
+pub const MAX_NORM_SQUARED: f64 = f32::MAX as f64 / 4.0;
+
 /// Checks a vector's length and values for a collection of `dimension` and `metric`.
 pub fn validate_vector(v: &[f32], dimension: usize, metric: Metric) -> Result<()> {
     if v.is_empty() {
@@ -135,6 +139,17 @@ pub fn validate_vector(v: &[f32], dimension: usize, metric: Metric) -> Result<()
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(EngineError::invalid(format!(
             "vector[{i}] is not a finite 32-bit float"
+        )));
+    }
+    // Every distance the engine computes (f32 SIMD accumulation) must stay finite: for l2,
+    // ‖x−q‖² ≤ (‖x‖+‖q‖)² ≤ 4·max‖·‖²; for dot, every partial sum of x·q is at most ‖x‖‖q‖
+    // (Cauchy–Schwarz); cosine normalises with ‖x‖². One bound for all three metrics.
+    let norm_sq: f64 = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+    if norm_sq > MAX_NORM_SQUARED {
+        return Err(EngineError::invalid(format!(
+            "vector norm {:.3e} is too large: the squared norm must be at most {MAX_NORM_SQUARED:.3e} \
+             (f32::MAX / 4) so that every distance stays a finite 32-bit float",
+            norm_sq.sqrt()
         )));
     }
     if metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {

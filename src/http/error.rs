@@ -9,6 +9,8 @@ use serde_json::json;
 
 /// How long a client should wait after `overloaded` before trying again.
 const OVERLOADED_RETRY_MS: u64 = 1000;
+/// How long a client should wait after `unavailable` (a collection held back for repair).
+const UNAVAILABLE_RETRY_MS: u64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,6 +44,8 @@ impl ApiError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             ApiError::Engine(EngineError::Overloaded(_)) => Some(OVERLOADED_RETRY_MS),
+            // Held back until an operator repairs it: retrying soon will not help.
+            ApiError::Engine(EngineError::Unavailable(_)) => Some(UNAVAILABLE_RETRY_MS),
             ApiError::RateLimited { retry_ms, .. } => Some(*retry_ms),
             _ => None,
         }
@@ -61,7 +65,9 @@ impl ResponseError for ApiError {
                 }
                 EngineError::NotFound(_) => StatusCode::NOT_FOUND,
                 EngineError::AlreadyExists(_) => StatusCode::CONFLICT,
-                EngineError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+                EngineError::Overloaded(_) | EngineError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 EngineError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },

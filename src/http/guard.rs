@@ -1,53 +1,78 @@
-//! The gate every HTTP request passes before its handler: authentication, the route's scope,
-//! then admission (shedding) and rate limiting. The caller's `Principal` is left in the request's
+//! The gate every routed HTTP request passes before its handler: authentication, the scope of
+//! the route actix matched, then admission (shedding) and rate limiting. Unmatched requests
+//! never reach a gate or a handler: they are 404 at the router. The caller's `Principal` is left in the request's
 //! extensions for handlers (`Caller`).
 
 use std::future::{ready, Future, Ready};
 use std::sync::Arc;
 
-use actix_web::body::EitherBody;
-use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::{Payload, Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, Resource, Responder, ResponseError};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{token_of, Principal, Scope};
 use crate::supervise::Class;
 
-/// The scope a route needs (`None`: open), and its rate-limit class.
-pub fn route_needs(method: &Method, path: &str, metrics_admin: bool) -> Option<(Scope, Class)> {
-    if path.starts_with("/health/") {
-        return None;
-    }
-    if path == "/metrics" {
-        return metrics_admin.then_some((Scope::Admin, Class::Read));
-    }
-    let read = Some((Scope::Read, Class::Read));
-    let write = Some((Scope::Write, Class::Write));
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
-        return read;
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let get = method == Method::GET;
-    match parts.as_slice() {
-        ["collections"] => read,
-        ["collections", _] if get => read,
-        ["collections", _] => Some((Scope::Admin, Class::Write)),
-        ["collections", _, "points"] => write,
-        ["collections", _, "points", "search", ..] => read,
-        ["collections", _, "points", _] if get => read,
-        ["collections", _, "points", _] => write,
-        ["insert"] => write,
-        ["stream", ..] => Some((Scope::Read, Class::Stream)),
-        ["coordination", ..] => Some((Scope::Coordinate, Class::Write)),
-        _ => read,
-    }
+/// What a route demands of its caller. Attached to the route itself (see `route`), so the
+/// decision is made on the resource actix actually matched — after its own path decoding —
+/// never by parsing the raw path a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Health probes: no credentials, no admission.
+    Open,
+    /// `/metrics`: `admin` when `auth.metrics_admin` is on, open otherwise.
+    Metrics,
+    /// A scope and the rate-limit class the request is counted in.
+    Needs(Scope, Class),
 }
 
-fn check(app: &AppState, req: &ServiceRequest) -> Result<Option<Arc<Principal>>, ApiError> {
-    let Some((scope, class)) = route_needs(req.method(), req.path(), app.auth.metrics_admin) else {
-        return Ok(None);
+pub const READ: Access = Access::Needs(Scope::Read, Class::Read);
+pub const WRITE: Access = Access::Needs(Scope::Write, Class::Write);
+pub const ADMIN: Access = Access::Needs(Scope::Admin, Class::Write);
+pub const STREAM: Access = Access::Needs(Scope::Read, Class::Stream);
+
+/// One row of the route table: `method path` served by `handler`, gated by `access`. The
+/// resource carries the method as its own guard, so a request whose method does not fit falls
+/// through to the next resource of the same path (e.g. `DELETE …/points/search` reaches the
+/// point whose id is `search`, and is gated as a point delete).
+pub fn route<F, Args>(
+    method: Method,
+    path: &str,
+    access: Access,
+    handler: F,
+) -> Resource<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<EitherBody<BoxBody>>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+>
+where
+    F: actix_web::Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .guard(actix_web::guard::Method(method.clone()))
+        .route(web::method(method).to(handler))
+        .wrap_fn(move |req, srv| gate(access, req, srv))
+}
+
+fn check(
+    app: &AppState,
+    access: Access,
+    req: &ServiceRequest,
+) -> Result<Option<Arc<Principal>>, ApiError> {
+    let (scope, class) = match access {
+        Access::Open => return Ok(None),
+        Access::Metrics if !app.auth.metrics_admin => return Ok(None),
+        Access::Metrics => (Scope::Admin, Class::Read),
+        Access::Needs(scope, class) => (scope, class),
     };
     let authorization = req
         .headers()
@@ -61,21 +86,21 @@ fn check(app: &AppState, req: &ServiceRequest) -> Result<Option<Arc<Principal>>,
     Ok(Some(principal))
 }
 
-/// actix-web middleware (`wrap_fn`).
-pub fn guard<S, B>(
+/// The gate of one matched route: authentication, the route's scope, admission, rate limits.
+fn gate<S, B>(
+    access: Access,
     req: ServiceRequest,
     srv: &S,
 ) -> impl Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>> + use<S, B>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    let verdict = match req.app_data::<actix_web::web::Data<AppState>>() {
-        Some(app) => check(app, &req),
+    let app = req.app_data::<web::Data<AppState>>().cloned();
+    let verdict = match &app {
+        Some(app) => check(app, access, &req),
         None => Ok(None),
     };
-    let inflight = req
-        .app_data::<actix_web::web::Data<AppState>>()
-        .map(|app| app.supervisor.begin());
+    let inflight = app.map(|app| app.supervisor.begin());
     let next = match verdict {
         Ok(principal) => {
             if let Some(p) = principal {

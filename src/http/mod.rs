@@ -48,57 +48,86 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(EngineError::NotFound(format!("route {} {}", req.method(), req.path())).into())
 }
 
-/// Registers every route on an actix-web service config.
+/// Registers every route on an actix-web service config: the one route table, each row with
+/// the access it demands (see `guard::route`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use actix_web::http::Method;
+    use guard::{route, Access, ADMIN, READ, STREAM, WRITE};
+    const GET: Method = Method::GET;
+    const PUT: Method = Method::PUT;
+    const POST: Method = Method::POST;
+    const PATCH: Method = Method::PATCH;
+    const DELETE: Method = Method::DELETE;
     cfg.app_data(web::QueryConfig::default().error_handler(rest::query_error))
         .app_data(web::PathConfig::default().error_handler(rest::path_error))
-        .route("/health/startup", web::get().to(health::startup))
-        .route("/health/live", web::get().to(health::live))
-        .route("/health/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(health::metrics))
+        .service(route(GET, "/health/startup", Access::Open, health::startup))
+        .service(route(GET, "/health/live", Access::Open, health::live))
+        .service(route(GET, "/health/ready", Access::Open, health::ready))
+        .service(route(GET, "/metrics", Access::Metrics, health::metrics))
         .service(
             web::scope("/api/v1")
-                .route("/collections", web::get().to(rest::list_collections))
-                .route(
+                .service(route(GET, "/collections", READ, rest::list_collections))
+                .service(route(
+                    PUT,
                     "/collections/{name}",
-                    web::put().to(rest::create_collection),
-                )
-                .route("/collections/{name}", web::get().to(rest::get_collection))
-                .route(
+                    ADMIN,
+                    rest::create_collection,
+                ))
+                .service(route(
+                    GET,
                     "/collections/{name}",
-                    web::delete().to(rest::delete_collection),
-                )
-                .route(
+                    READ,
+                    rest::get_collection,
+                ))
+                .service(route(
+                    DELETE,
+                    "/collections/{name}",
+                    ADMIN,
+                    rest::delete_collection,
+                ))
+                .service(route(
+                    PUT,
                     "/collections/{name}/points",
-                    web::put().to(rest::upsert_points),
-                )
-                .route(
+                    WRITE,
+                    rest::upsert_points,
+                ))
+                .service(route(
+                    POST,
                     "/collections/{name}/points/search",
-                    web::post().to(rest::search_points),
-                )
-                .route(
+                    READ,
+                    rest::search_points,
+                ))
+                .service(route(
+                    POST,
                     "/collections/{name}/points/search/batch",
-                    web::post().to(rest::search_batch),
-                )
-                .route(
+                    READ,
+                    rest::search_batch,
+                ))
+                .service(route(
+                    GET,
                     "/collections/{name}/points/{id}",
-                    web::get().to(rest::get_point),
-                )
-                .route(
+                    READ,
+                    rest::get_point,
+                ))
+                .service(route(
+                    PATCH,
                     "/collections/{name}/points/{id}",
-                    web::patch().to(rest::patch_point),
-                )
-                .route(
+                    WRITE,
+                    rest::patch_point,
+                ))
+                .service(route(
+                    DELETE,
                     "/collections/{name}/points/{id}",
-                    web::delete().to(rest::delete_point),
-                )
-                .route("/ws", web::get().to(ws_not_first))
-                .route("/stream/search", web::post().to(sse::search_post))
-                .route("/stream/search", web::get().to(sse::search_get))
-                .route("/stream/subscribe", web::get().to(sse::subscribe))
-                .route("/insert", web::post().to(rest::short_insert))
-                .route("/search", web::post().to(rest::short_search))
-                .route("/search", web::get().to(rest::short_search_get)),
+                    WRITE,
+                    rest::delete_point,
+                ))
+                .service(route(GET, "/ws", Access::Open, ws_not_first))
+                .service(route(POST, "/stream/search", STREAM, sse::search_post))
+                .service(route(GET, "/stream/search", STREAM, sse::search_get))
+                .service(route(GET, "/stream/subscribe", STREAM, sse::subscribe))
+                .service(route(POST, "/insert", WRITE, rest::short_insert))
+                .service(route(POST, "/search", READ, rest::short_search))
+                .service(route(GET, "/search", READ, rest::short_search_get)),
         )
         .default_service(web::to(not_found));
 }

@@ -290,17 +290,17 @@ impl Session {
     /// Handles the complete frames of `inbuf` + `data`, keeping an incomplete tail.
     fn ingest(&mut self, data: &mut [u8], ctx: &mut Context<Self>) {
         if self.inbuf.is_empty() {
-            let (used, need) = self.frames(data, ctx);
+            let used = self.frames(data, ctx);
             if used < data.len() && !self.done {
                 let rest = &data[used..];
-                let mut v = Vec::with_capacity(need.unwrap_or(0).max(rest.len()));
-                v.extend_from_slice(rest);
-                self.inbuf = v;
+                // Only what has arrived: a declared length is a claim, not bytes (a client
+                // announcing a large frame and sending nothing must cost nothing).
+                self.inbuf = rest.to_vec();
             }
         } else {
             let mut buf = std::mem::take(&mut self.inbuf);
             buf.extend_from_slice(data);
-            let (used, _) = self.frames(&mut buf, ctx);
+            let used = self.frames(&mut buf, ctx);
             if used < buf.len() && !self.done {
                 buf.drain(..used);
                 if buf.capacity() > 2 * buf.len() + 4096 {
@@ -311,9 +311,8 @@ impl Session {
         }
     }
 
-    /// Handles complete frames at the start of `buf`; returns the bytes used and, when a frame
-    /// is incomplete, the size it will have.
-    fn frames(&mut self, buf: &mut [u8], ctx: &mut Context<Self>) -> (usize, Option<usize>) {
+    /// Handles complete frames at the start of `buf`; returns the bytes used.
+    fn frames(&mut self, buf: &mut [u8], ctx: &mut Context<Self>) -> usize {
         let max = self.cfg().max_frame_bytes;
         let mut pos = 0;
         while pos < buf.len() && !self.done {
@@ -323,16 +322,16 @@ impl Session {
             match wire::parse_frame(&mut buf[pos..], max) {
                 Err(WireError::Close(code, why)) => {
                     self.close(code, why, ctx);
-                    return (buf.len(), None);
+                    return buf.len();
                 }
-                Ok(Parsed::Partial(need)) => return (pos, need),
+                Ok(Parsed::Partial(_)) => return pos,
                 Ok(Parsed::Frame(frame, used)) => {
                     self.on_frame(frame, ctx);
                     pos += used;
                 }
             }
         }
-        (pos, None)
+        pos
     }
 
     fn on_frame(&mut self, frame: Incoming<'_>, ctx: &mut Context<Self>) {
@@ -415,6 +414,10 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &[u8], ctx: &mut Context<Self>) {
+        if std::str::from_utf8(text).is_err() {
+            self.close(close::INVALID_DATA, "text frame is not UTF-8", ctx);
+            return;
+        }
         let (id, req) = match proto::parse(text) {
             Ok(r) => r,
             Err(bad) => {

@@ -25,6 +25,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
@@ -73,13 +75,7 @@ pub fn parse_frame(buf: &mut [u8], max: usize) -> Result<Parsed<'_>, WireError> 
         Err(_) => return Err(WireError::Close(close::PROTOCOL, "malformed frame header")),
     };
     let head = cur.position() as usize;
-    if len > max as u64 {
-        return Err(WireError::Close(close::TOO_BIG, "frame too big"));
-    }
-    let total = head + len as usize;
-    if buf.len() < total {
-        return Ok(Parsed::Partial(Some(total)));
-    }
+    // Everything the header alone can refute is refuted before a byte of payload is awaited.
     if header.rsv1 || header.rsv2 || header.rsv3 {
         return Err(WireError::Close(close::PROTOCOL, "reserved bits set"));
     }
@@ -89,29 +85,32 @@ pub fn parse_frame(buf: &mut [u8], max: usize) -> Result<Parsed<'_>, WireError> 
             "client frames must be masked",
         ));
     };
+    if let OpCode::Control(_) = header.opcode {
+        if !header.is_final || len > 125 {
+            return Err(WireError::Close(close::PROTOCOL, "bad control frame"));
+        }
+    }
+    if len > max as u64 {
+        return Err(WireError::Close(close::TOO_BIG, "frame too big"));
+    }
+    let total = head + len as usize;
+    if buf.len() < total {
+        return Ok(Parsed::Partial(Some(total)));
+    }
     let payload = &mut buf[head..total];
     for (i, b) in payload.iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
     let payload = &buf[head..total];
     let frame = match header.opcode {
-        OpCode::Control(c) => {
-            if !header.is_final || payload.len() > 125 {
-                return Err(WireError::Close(close::PROTOCOL, "bad control frame"));
+        OpCode::Control(c) => match c {
+            Control::Ping => Incoming::Ping(payload),
+            Control::Pong => Incoming::Pong,
+            Control::Close => Incoming::Close(close_code(payload)?),
+            Control::Reserved(_) => {
+                return Err(WireError::Close(close::PROTOCOL, "unknown control opcode"))
             }
-            match c {
-                Control::Ping => Incoming::Ping(payload),
-                Control::Pong => Incoming::Pong,
-                Control::Close => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    Incoming::Close(code)
-                }
-                Control::Reserved(_) => {
-                    return Err(WireError::Close(close::PROTOCOL, "unknown control opcode"))
-                }
-            }
-        }
+        },
         OpCode::Data(d) => match (d, header.is_final) {
             (Data::Text, true) => Incoming::Text(payload),
             (Data::Binary, true) => Incoming::Binary,
@@ -136,6 +135,33 @@ pub fn parse_frame(buf: &mut [u8], max: usize) -> Result<Parsed<'_>, WireError> 
         },
     };
     Ok(Parsed::Frame(frame, total))
+}
+
+/// The status code of a close frame's payload, checked as RFC 6455 §7.4 asks: codes that must
+/// never be sent (1005, 1006, 1015, below 1000, unassigned) and a non-UTF-8 reason are errors,
+/// so an echo can never put an invalid code on the wire.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, WireError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(WireError::Close(
+            close::PROTOCOL,
+            "close payload of one byte",
+        )),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if !sendable {
+                return Err(WireError::Close(close::PROTOCOL, "invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(WireError::Close(
+                    close::INVALID_DATA,
+                    "close reason is not UTF-8",
+                ));
+            }
+            Ok(Some(code))
+        }
+    }
 }
 
 fn frame_from(opcode: OpCode, mut v: Vec<u8>) -> Bytes {

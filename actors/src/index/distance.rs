@@ -48,10 +48,17 @@ fn dot_to_graph_distance(x: f64) -> f32 {
 impl Distance<f32> for SimdDistance {
     #[inline]
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        match self.metric {
+        let d = match self.metric {
             Metric::Cosine => (1.0 - dot(va, vb)).max(0.0) as f32,
             Metric::L2 => l2_squared(va, vb) as f32,
             Metric::Dot => dot_to_graph_distance(dot(va, vb)),
+        };
+        // Validation keeps every vector's norm where distances stay finite; this is the last
+        // guard, because hnsw_rs asserts on a NaN distance and would kill the shard's writer.
+        if d.is_nan() {
+            f32::MAX
+        } else {
+            d
         }
     }
 }
@@ -107,6 +114,14 @@ mod tests {
             let (a, b) = (dot_to_graph_distance(w[0]), dot_to_graph_distance(w[1]));
             assert!(a > b, "{} -> {a} should exceed {} -> {b}", w[0], w[1]);
             assert!(b > 0.0);
+        }
+    }
+
+    #[test]
+    fn overflowing_products_never_give_a_nan_graph_distance() {
+        for metric in [Metric::Dot, Metric::L2, Metric::Cosine] {
+            let d = SimdDistance { metric }.eval(&[1e20, 1e20], &[1e20, -1e20]);
+            assert!(!d.is_nan() && d >= 0.0, "{metric:?} gave {d}");
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod collection;
 pub mod pool;
+pub mod repair;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -88,6 +89,9 @@ pub struct Router {
     engine: ArbiterHandle,
     hub: Arc<Hub>,
     collections: HashMap<String, Arc<Collection>>,
+    /// Collections held back at start because of damage (name -> what was found): requests to
+    /// them answer `unavailable` until `ruvector-streaming repair` or a delete.
+    held: HashMap<String, String>,
     deleting: HashSet<String>,
     loaded: bool,
 }
@@ -158,6 +162,7 @@ impl Router {
             engine,
             hub,
             collections: HashMap::new(),
+            held: HashMap::new(),
             deleting: HashSet::new(),
             loaded: false,
         })
@@ -175,6 +180,9 @@ impl Router {
 
     fn lookup(&self, name: &str) -> Result<Arc<Collection>> {
         self.ready()?;
+        if let Some(reason) = self.held.get(name) {
+            return Err(held_error(name, reason));
+        }
         self.collections
             .get(name)
             .cloned()
@@ -243,6 +251,9 @@ impl Router {
         options: &CollectionOptions,
     ) -> Result<(Arc<Collection>, bool)> {
         self.ready()?;
+        if let Some(reason) = self.held.get(name) {
+            return Err(held_error(name, reason));
+        }
         let spec = self.resolve_spec(name, options)?;
         if let Some(existing) = self.collections.get(name) {
             return if existing.spec == spec {
@@ -261,13 +272,19 @@ impl Router {
         let root = collections_dir(&self.cfg);
         let dir = root.join(name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+            // Not a collection we know (no definition was readable at start): out of the way.
+            move_to_trash(&root, &dir)?;
         }
         let staging = root.join(format!(".new-{name}"));
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
         std::fs::create_dir_all(&staging)?;
+        // Every shard directory exists before the collection does: at load, a missing one is
+        // damage, never a collection caught half-created.
+        for i in 0..spec.shards {
+            std::fs::create_dir_all(shard_dir(&staging, i))?;
+        }
         write_spec(&staging, &spec)?;
         std::fs::rename(&staging, &dir)?;
         sync_dir(&root)?;
@@ -283,6 +300,23 @@ impl Router {
     }
 }
 
+fn held_error(name: &str, reason: &str) -> EngineError {
+    EngineError::Unavailable(format!(
+        "collection {name:?} is held back after damage found at start: {reason}"
+    ))
+}
+
+/// Deletes a collection directory crash-safely: renamed to a `.trash-` name first (and the
+/// rename made durable), so a crash mid-delete leaves a name that the next start removes,
+/// never half a collection under its own name.
+fn move_to_trash(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    let trash = root.join(format!(".trash-{name}-{:016x}", rand_u64()));
+    std::fs::rename(dir, &trash)?;
+    sync_dir(root)?;
+    std::fs::remove_dir_all(&trash)
+}
+
 fn rand_u64() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0
 }
@@ -295,6 +329,10 @@ impl Actor for Router {
     }
 }
 
+/// A collection opened at start, or the name and damage of one held back.
+type LoadedCollection =
+    std::result::Result<(CollectionSpec, PathBuf, Vec<OpenedShard>), (String, String)>;
+
 impl Handler<LoadAll> for Router {
     type Result = ResponseActFuture<Self, Result<()>>;
 
@@ -302,39 +340,42 @@ impl Handler<LoadAll> for Router {
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
         let hub = self.hub.clone();
-        let work = tokio::task::spawn_blocking(
-            move || -> Result<Vec<(CollectionSpec, PathBuf, Vec<OpenedShard>)>> {
-                let root = collections_dir(&cfg);
-                let mut out = Vec::new();
-                for entry in std::fs::read_dir(&root)? {
-                    let dir = entry?.path();
-                    let name = dir
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or_default()
-                        .to_owned();
-                    if name.starts_with('.') {
-                        // Leftovers of an interrupted create or delete.
-                        std::fs::remove_dir_all(&dir)?;
+        let work = tokio::task::spawn_blocking(move || -> Result<Vec<LoadedCollection>> {
+            let root = collections_dir(&cfg);
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&root)? {
+                let dir = entry?.path();
+                let name = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                if name.starts_with('.') {
+                    // Leftovers of an interrupted create or delete.
+                    std::fs::remove_dir_all(&dir)?;
+                    continue;
+                }
+                let spec: CollectionSpec = match std::fs::read(dir.join(SPEC_FILE))
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "unreadable collection definition: skipped");
                         continue;
                     }
-                    let spec: CollectionSpec = match std::fs::read(dir.join(SPEC_FILE))
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                    {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(dir = %dir.display(), error = %e, "unreadable collection definition: skipped");
-                            continue;
-                        }
-                    };
-                    tracing::info!(collection = %spec.name, shards = spec.shards, "loading collection");
-                    let opened = open_collection(&cfg, &dir, &spec, &pool, &hub)?;
-                    out.push((spec, dir, opened));
+                };
+                tracing::info!(collection = %spec.name, shards = spec.shards, "loading collection");
+                match open_collection(&cfg, &dir, &spec, &pool, &hub) {
+                    Ok(opened) => out.push(Ok((spec, dir, opened))),
+                    Err(e) => {
+                        tracing::error!(collection = %spec.name, error = %e, "collection held back: it answers `unavailable` until repaired or deleted");
+                        out.push(Err((spec.name, e.to_string())));
+                    }
                 }
-                Ok(out)
-            },
-        );
+            }
+            Ok(out)
+        });
         Box::pin(
             async move {
                 work.await
@@ -342,9 +383,17 @@ impl Handler<LoadAll> for Router {
             }
             .into_actor(self)
             .map(|res, act, _| {
-                for (spec, dir, opened) in res? {
-                    act.install(spec, dir, opened);
+                for loaded in res? {
+                    match loaded {
+                        Ok((spec, dir, opened)) => {
+                            act.install(spec, dir, opened);
+                        }
+                        Err((name, reason)) => {
+                            act.held.insert(name, reason);
+                        }
+                    }
                 }
+                metrics::gauge!("ruvector_collections_held_back").set(act.held.len() as f64);
                 act.loaded = true;
                 Ok(())
             }),
@@ -367,6 +416,18 @@ impl Handler<DropCollection> for Router {
     fn handle(&mut self, msg: DropCollection, _: &mut Self::Context) -> Self::Result {
         let name = msg.0;
         let hub = self.hub.clone();
+        if self.held.contains_key(&name) {
+            // A held-back collection can be deleted (its damaged files go with it).
+            let root = collections_dir(&self.cfg);
+            let dir = root.join(&name);
+            let result = move_to_trash(&root, &dir).map_err(EngineError::from);
+            if result.is_ok() {
+                self.held.remove(&name);
+                metrics::gauge!("ruvector_collections_held_back").set(self.held.len() as f64);
+                tracing::info!(collection = %name, "held-back collection deleted");
+            }
+            return Box::pin(actix::fut::ready(result));
+        }
         let removed = self.lookup(&name).inspect(|_| {
             self.collections.remove(&name);
             hub.forget(&name);
@@ -382,9 +443,12 @@ impl Handler<DropCollection> for Router {
                 }))
                 .await;
                 let dir = c.dir.clone();
-                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
-                    .await
-                    .map_err(|e| EngineError::Internal(e.to_string()))??;
+                tokio::task::spawn_blocking(move || {
+                    let root = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+                    move_to_trash(&root, &dir)
+                })
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??;
                 Ok(())
             }
             .into_actor(self)

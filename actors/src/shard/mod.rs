@@ -6,6 +6,7 @@
 //! writer and the router share: the current partition (swapped whole after a rebuild) and the
 //! last applied sequence number.
 
+pub mod load;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +27,7 @@ use crate::hub::Hub;
 use crate::index::filter::Filter;
 use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
 use crate::router::pool::SearchPool;
-use crate::storage::snapshot::{self, GraphSource};
-use crate::storage::wal::{self, WriteLog};
+use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::types::Hit;
 
 /// What the actor, its writer thread and the router share.
@@ -137,38 +137,27 @@ impl OpenedShard {
         pool: Arc<SearchPool>,
         hub: Arc<Hub>,
     ) -> Result<OpenedShard> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            // The router creates every shard directory before the collection exists.
+            return Err(EngineError::Unavailable(format!(
+                "shard directory {} is missing",
+                dir.display()
+            )));
+        }
         let started = Instant::now();
-        let (partition, from_seq, source) = match snapshot::load_latest(dir, spec)? {
-            Some(l) => (l.partition, l.seq, Some(l.graph)),
-            None => (Partition::new(spec), 0, None),
-        };
-        let source_label = match source {
-            Some(GraphSource::Snapshot) => "snapshot",
-            Some(GraphSource::Rebuilt) => "rebuilt",
-            None => "empty",
-        };
-        // Replay in batches so large logs apply with the parallel insert.
-        let mut pending = Vec::new();
-        let report = wal::replay(dir, from_seq, |seq, op| {
-            pending.push((seq, op));
-            if pending.len() >= 4096 {
-                partition.apply(&pending);
-                pending.clear();
-            }
-        })?;
-        partition.apply(&pending);
-        metrics::counter!("ruvector_shard_loads_total", "graph" => source_label).increment(1);
+        let loaded = load::load_partition(dir, spec, ReplayMode::Strict)?;
+        let (partition, report) = (loaded.partition, loaded.report);
+        metrics::counter!("ruvector_shard_loads_total", "graph" => loaded.source).increment(1);
         metrics::counter!("ruvector_wal_replayed_records_total").increment(report.records);
-        metrics::counter!("ruvector_wal_truncations_total")
-            .increment(report.truncated.len() as u64);
         tracing::info!(
             collection,
             shard,
-            graph = source_label,
-            snapshot_seq = from_seq,
+            graph = loaded.source,
+            snapshot_seq = loaded.from_seq,
             replayed = report.records,
             truncated = report.truncated.len(),
+            damaged_skipped = report.skipped.len(),
+            quarantined = loaded.quarantined,
             points = partition.live(),
             ms = started.elapsed().as_millis() as u64,
             "shard loaded"
@@ -192,6 +181,8 @@ impl OpenedShard {
             rx,
             last_snapshot: Instant::now(),
             ops_since_snapshot: report.records,
+            kept_snapshot: (loaded.from_seq > 0).then_some(loaded.from_seq),
+            failed: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("writer-{collection}-{shard}"))

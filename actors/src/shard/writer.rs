@@ -6,6 +6,7 @@
 //! wait for it: they read the partition under its read lock on the search pool.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
-use super::ShardState;
+use super::{load, ShardState};
 use crate::config::IndexConfig;
 use crate::config::StorageConfig;
 use crate::error::{EngineError, Result};
 use crate::hub::{Change, ChangeOp};
 use crate::index::hnsw::{Op, Partition};
-use crate::storage::{snapshot, wal::WriteLog, FsyncMode};
+use crate::storage::wal::{ReplayMode, WriteLog};
+use crate::storage::{snapshot, FsyncMode};
 use crate::types::{Metadata, Point};
 
 /// A write as a client asks for it (resolved into an `Op` by the writer).
@@ -118,6 +120,12 @@ pub(super) struct Writer {
     pub rx: Receiver<WriteJob>,
     pub last_snapshot: Instant,
     pub ops_since_snapshot: u64,
+    /// The newest verified snapshot: kept, with the log after it, until a newer one is written
+    /// and verified, so a damaged newest snapshot can fall back to it without losing writes.
+    pub kept_snapshot: Option<u64>,
+    /// Set when the partition could not be rebuilt from disk after a failure: every write is
+    /// refused with `unavailable` naming the reason, instead of running on a suspect partition.
+    pub failed: Option<String>,
 }
 
 struct Rebuild {
@@ -143,8 +151,22 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let batch = self.gather(first);
-            self.commit(batch, &mut rebuild);
-            self.maintain(&mut rebuild);
+            if let Some(reason) = &self.failed {
+                for job in batch {
+                    let _ = job
+                        .reply
+                        .send(Err(EngineError::Unavailable(reason.clone())));
+                }
+                continue;
+            }
+            // No panic may end this thread: every write to the shard depends on it. After one,
+            // the partition is rebuilt from the log, which is the truth.
+            if catch_unwind(AssertUnwindSafe(|| self.commit(batch, &mut rebuild))).is_err() {
+                self.recover("a write batch panicked", &mut rebuild);
+            }
+            if catch_unwind(AssertUnwindSafe(|| self.maintain(&mut rebuild))).is_err() {
+                self.recover("maintenance panicked", &mut rebuild);
+            }
         }
         // Shutting down: leave a snapshot so the next start loads instead of replaying.
         if self.ops_since_snapshot > 0 && !self.state.is_discarded() {
@@ -242,6 +264,7 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
+        let mark = self.log.mark();
         if let Err(e) = self.persist(&records) {
             tracing::error!(collection = %self.state.collection, shard = self.state.shard, error = %e, "write log failed; writes refused");
             for job in batch {
@@ -252,8 +275,29 @@ impl Writer {
             return;
         }
         let changes = changes_of(&partition, &records);
-        partition.apply(&records);
-        self.state.hub.publish(&self.state.collection, changes);
+        if catch_unwind(AssertUnwindSafe(|| partition.apply(&records))).is_err() {
+            // Validation should make this impossible; if it happens anyway, the batch was never
+            // acknowledged, so it leaves the log again, and the partition is rebuilt from disk.
+            metrics::counter!("ruvector_shard_apply_failures_total").increment(1);
+            tracing::error!(collection = %self.state.collection, shard = self.state.shard, ops = records.len(), "a write batch could not be applied: refused and removed from the log");
+            let cut = self.log.cut_back(mark);
+            for job in batch {
+                let _ = job.reply.send(Err(EngineError::Internal(
+                    "the write could not be applied to the index and was not stored".into(),
+                )));
+            }
+            if let Err(e) = cut {
+                tracing::error!(collection = %self.state.collection, shard = self.state.shard, error = %e, "could not cut the refused batch from the log; replay will quarantine it");
+            }
+            self.recover("a write batch could not be applied", rebuild);
+            return;
+        }
+        let collection = self.state.collection.clone();
+        let hub = &self.state.hub;
+        if catch_unwind(AssertUnwindSafe(|| hub.publish(&collection, changes))).is_err() {
+            metrics::counter!("ruvector_hub_panics_total").increment(1);
+            tracing::error!(collection = %collection, "publishing changes to subscribers panicked; the writes stand");
+        }
         if let Some(r) = rebuild.as_mut() {
             r.backlog.extend(records.iter().cloned());
         }
@@ -270,7 +314,8 @@ impl Writer {
         if records.is_empty() {
             return Ok(());
         }
-        self.log.append(records.iter().map(|(s, op)| (*s, op)))?;
+        self.log
+            .append(records.iter().map(|(s, op)| (*s, None, op)))?;
         if self.storage.fsync != FsyncMode::Never {
             let t = Instant::now();
             self.log.sync()?;
@@ -339,15 +384,43 @@ impl Writer {
         }
     }
 
+    /// Rebuilds the partition from disk after a failure (see `run`).
+    fn recover(&mut self, reason: &str, rebuild: &mut Option<Rebuild>) {
+        *rebuild = None;
+        metrics::counter!("ruvector_shard_recoveries_total").increment(1);
+        let spec = *self.state.partition().spec();
+        let reloaded = load::load_partition(&self.dir, spec, ReplayMode::Strict).and_then(|l| {
+            let log = WriteLog::create(&self.dir, l.report.last_seq + 1)?;
+            Ok((l, log))
+        });
+        match reloaded {
+            Ok((l, log)) => {
+                tracing::warn!(collection = %self.state.collection, shard = self.state.shard, reason, points = l.partition.live(), "shard partition rebuilt from disk");
+                self.state.set_seq(l.report.last_seq);
+                self.state.swap_partition(Arc::new(l.partition));
+                self.log = log;
+            }
+            Err(e) => {
+                tracing::error!(collection = %self.state.collection, shard = self.state.shard, reason, error = %e, "shard could not be rebuilt from disk: writes refused");
+                self.failed = Some(format!(
+                    "shard {} of {:?} failed: {e}",
+                    self.state.shard, self.state.collection
+                ));
+            }
+        }
+    }
+
     fn snapshot(&mut self) {
         let seq = self.state.seq();
         let partition = self.state.partition();
         let t = Instant::now();
-        let result = snapshot::write(&self.dir, seq, &partition)
-            .and_then(|_| self.log.rotate_after_snapshot(seq));
+        let keep = self.kept_snapshot.filter(|k| *k < seq);
+        let result = snapshot::write(&self.dir, seq, &partition, keep)
+            .and_then(|_| self.log.rotate_after_snapshot(seq, keep.unwrap_or(0)));
         self.last_snapshot = Instant::now();
         match result {
             Ok(()) => {
+                self.kept_snapshot = Some(seq);
                 self.ops_since_snapshot = 0;
                 metrics::histogram!("ruvector_snapshot_seconds").record(t.elapsed().as_secs_f64());
                 tracing::info!(collection = %self.state.collection, shard = self.state.shard, seq, ms = t.elapsed().as_millis() as u64, "snapshot written");

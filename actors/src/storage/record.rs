@@ -1,4 +1,14 @@
-//! The byte form of a log record: `[len u32 LE][crc32 u32 LE][postcard payload]`.
+//! The byte form of a log record, in two versions.
+//!
+//! - **v2** (written today): a segment starts with an 8-byte header (`RVWAL`, 0, version u16 LE);
+//!   each record is `[magic u32 LE][len u32 LE][crc32 u32 LE][postcard payload]`, the checksum
+//!   covering the length and the payload. The magic lets replay re-synchronise after damage in
+//!   the middle of a segment (scan for the next magic whose checksum holds) instead of dropping
+//!   everything after it. The payload carries an optional write stamp (origin time, region,
+//!   instance) for replication, so the format changes once.
+//! - **v1** (round 1, read only): no segment header, `[len u32][crc32 u32][payload]`.
+//!   Re-synchronising there means trying every offset; a false match needs a 32-bit checksum
+//!   collision *and* the next sequence number.
 //!
 //! Metadata travels as JSON text inside the payload because postcard, being compact and
 //! non-self-describing, cannot carry `serde_json::Value` directly.
@@ -10,7 +20,38 @@ use crate::types::Metadata;
 
 /// A record longer than this is taken for corruption.
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
-pub const HEADER_BYTES: usize = 8;
+/// Segment header of the v2 format.
+pub const SEGMENT_HEADER: [u8; 8] = [b'R', b'V', b'W', b'A', b'L', 0, 2, 0];
+const RECORD_MAGIC: [u8; 4] = *b"RVR2";
+const V2_HEADER: usize = 12;
+const V1_HEADER: usize = 8;
+
+/// Which framing a segment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    V2,
+}
+
+impl Format {
+    /// The format of a segment from its first bytes, and where its records start.
+    pub fn of_segment(data: &[u8]) -> (Format, usize) {
+        if data.starts_with(&SEGMENT_HEADER) {
+            (Format::V2, SEGMENT_HEADER.len())
+        } else {
+            (Format::V1, 0)
+        }
+    }
+}
+
+/// Who made a write and when: the version stamp replication orders writes by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteStamp {
+    /// Origin wall-clock time, ns since the Unix epoch.
+    pub origin_ts_ns: u64,
+    pub region: String,
+    pub instance: String,
+}
 
 #[derive(Serialize, Deserialize)]
 enum WireOp {
@@ -29,14 +70,22 @@ enum WireOp {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WireRecord {
+struct WireRecordV1 {
     seq: u64,
     op: WireOp,
 }
 
-fn meta_text(m: &Option<Metadata>) -> Option<String> {
+#[derive(Serialize, Deserialize)]
+struct WireRecordV2 {
+    seq: u64,
+    stamp: Option<WriteStamp>,
+    op: WireOp,
+}
+
+fn meta_text(m: &Option<Metadata>) -> Result<Option<String>, String> {
     m.as_ref()
-        .map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()))
+        .map(|m| serde_json::to_string(m).map_err(|e| format!("metadata: {e}")))
+        .transpose()
 }
 
 fn meta_parse(s: Option<String>) -> Result<Option<Metadata>, String> {
@@ -44,9 +93,8 @@ fn meta_parse(s: Option<String>) -> Result<Option<Metadata>, String> {
         .transpose()
 }
 
-/// Appends the framed record for `(seq, op)` to `out`.
-pub fn encode(seq: u64, op: &Op, out: &mut Vec<u8>) {
-    let op = match op {
+fn wire_op(op: &Op) -> Result<WireOp, String> {
+    Ok(match op {
         Op::Upsert {
             id,
             vector,
@@ -54,60 +102,18 @@ pub fn encode(seq: u64, op: &Op, out: &mut Vec<u8>) {
         } => WireOp::Upsert {
             id: id.clone(),
             vector: vector.clone(),
-            metadata: meta_text(metadata),
+            metadata: meta_text(metadata)?,
         },
         Op::Delete { id } => WireOp::Delete { id: id.clone() },
         Op::SetMetadata { id, metadata } => WireOp::SetMetadata {
             id: id.clone(),
-            metadata: meta_text(metadata),
+            metadata: meta_text(metadata)?,
         },
-    };
-    let payload = postcard::to_stdvec(&WireRecord { seq, op }).unwrap_or_default();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    })
 }
 
-/// Outcome of decoding at one position of a segment.
-pub enum Decoded {
-    Record {
-        seq: u64,
-        op: Op,
-        len: usize,
-    },
-    /// Clean end of data.
-    End,
-    /// A torn or damaged record: everything from here on is dropped.
-    Corrupt(String),
-}
-
-/// Decodes the record at the start of `buf`.
-pub fn decode(buf: &[u8]) -> Decoded {
-    if buf.is_empty() {
-        return Decoded::End;
-    }
-    if buf.len() < HEADER_BYTES {
-        return Decoded::Corrupt(format!("torn header ({} bytes)", buf.len()));
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if len > MAX_RECORD_BYTES {
-        return Decoded::Corrupt(format!("record length {len} is implausible"));
-    }
-    let Some(payload) = buf.get(HEADER_BYTES..HEADER_BYTES + len) else {
-        return Decoded::Corrupt(format!(
-            "torn record: {len} bytes announced, {} present",
-            buf.len() - HEADER_BYTES
-        ));
-    };
-    if crc32fast::hash(payload) != crc {
-        return Decoded::Corrupt("checksum mismatch".into());
-    }
-    let rec: WireRecord = match postcard::from_bytes(payload) {
-        Ok(r) => r,
-        Err(e) => return Decoded::Corrupt(format!("undecodable record: {e}")),
-    };
-    let op = match rec.op {
+fn op_of(op: WireOp) -> Result<Op, String> {
+    match op {
         WireOp::Upsert {
             id,
             vector,
@@ -121,13 +127,195 @@ pub fn decode(buf: &[u8]) -> Decoded {
         WireOp::SetMetadata { id, metadata } => {
             meta_parse(metadata).map(|metadata| Op::SetMetadata { id, metadata })
         }
+    }
+}
+
+fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Appends the v2 record for `(seq, op)` to `out`. Fails (and appends nothing) only if the op
+/// cannot be serialised: an empty or partial record never reaches the log.
+pub fn encode(
+    seq: u64,
+    stamp: Option<&WriteStamp>,
+    op: &Op,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let rec = WireRecordV2 {
+        seq,
+        stamp: stamp.cloned(),
+        op: wire_op(op)?,
     };
-    match op {
+    let payload = postcard::to_stdvec(&rec).map_err(|e| format!("encode: {e}"))?;
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record of {} bytes is over the limit",
+            payload.len()
+        ));
+    }
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&RECORD_MAGIC);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&checksum(&len, &payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// Outcome of decoding at one position of a segment.
+#[derive(Debug)]
+pub enum Decoded {
+    Record {
+        seq: u64,
+        stamp: Option<WriteStamp>,
+        op: Op,
+        /// Bytes the record takes, header included.
+        len: usize,
+    },
+    /// Clean end of data.
+    End,
+    /// Torn or damaged bytes here.
+    Corrupt(String),
+}
+
+fn word(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Decodes the record at the start of `buf`. Never panics and never allocates more than the
+/// record's own (checksummed) payload needs.
+pub fn decode(format: Format, buf: &[u8]) -> Decoded {
+    if buf.is_empty() {
+        return Decoded::End;
+    }
+    let header = match format {
+        Format::V1 => V1_HEADER,
+        Format::V2 => V2_HEADER,
+    };
+    if buf.len() < header {
+        return Decoded::Corrupt(format!("torn header ({} bytes)", buf.len()));
+    }
+    let (len_at, crc_at) = match format {
+        Format::V1 => (0, 4),
+        Format::V2 => {
+            if buf[..4] != RECORD_MAGIC {
+                return Decoded::Corrupt("record magic missing".into());
+            }
+            (4, 8)
+        }
+    };
+    let len = word(buf, len_at) as usize;
+    let crc = word(buf, crc_at);
+    if len > MAX_RECORD_BYTES {
+        return Decoded::Corrupt(format!("record length {len} is implausible"));
+    }
+    let Some(payload) = buf.get(header..header + len) else {
+        return Decoded::Corrupt(format!(
+            "torn record: {len} bytes announced, {} present",
+            buf.len() - header
+        ));
+    };
+    let sum = match format {
+        Format::V1 => crc32fast::hash(payload),
+        Format::V2 => checksum(&buf[len_at..len_at + 4], payload),
+    };
+    if sum != crc {
+        return Decoded::Corrupt("checksum mismatch".into());
+    }
+    let parsed = match format {
+        Format::V1 => postcard::from_bytes::<WireRecordV1>(payload).map(|r| (r.seq, None, r.op)),
+        Format::V2 => postcard::from_bytes::<WireRecordV2>(payload).map(|r| (r.seq, r.stamp, r.op)),
+    };
+    let (seq, stamp, op) = match parsed {
+        Ok(r) => r,
+        Err(e) => return Decoded::Corrupt(format!("undecodable record: {e}")),
+    };
+    match op_of(op) {
         Ok(op) => Decoded::Record {
-            seq: rec.seq,
+            seq,
+            stamp,
             op,
-            len: HEADER_BYTES + len,
+            len: header + len,
         },
         Err(e) => Decoded::Corrupt(e),
+    }
+}
+
+/// The offset of the next intact record after damage at `from`, whose sequence number is
+/// above `after`; `None` if nothing intact follows.
+pub fn resync(format: Format, data: &[u8], from: usize, after: u64) -> Option<usize> {
+    let mut at = from + 1;
+    while at < data.len() {
+        let candidate = match format {
+            Format::V2 => {
+                let rest = &data[at..];
+                let i = rest.windows(4).position(|w| w == RECORD_MAGIC)?;
+                at + i
+            }
+            Format::V1 => at,
+        };
+        if let Decoded::Record { seq, .. } = decode(format, &data[candidate..]) {
+            if seq > after {
+                return Some(candidate);
+            }
+        }
+        at = candidate + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(id: &str) -> Op {
+        Op::Upsert {
+            id: id.into(),
+            vector: vec![1.0, 2.0],
+            metadata: serde_json::json!({"a": 1}).as_object().cloned(),
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_with_its_stamp() {
+        let stamp = WriteStamp {
+            origin_ts_ns: 7,
+            region: "eu".into(),
+            instance: "i-1".into(),
+        };
+        let mut buf = Vec::new();
+        encode(42, Some(&stamp), &up("a"), &mut buf).unwrap();
+        match decode(Format::V2, &buf) {
+            Decoded::Record {
+                seq,
+                stamp: s,
+                op,
+                len,
+            } => {
+                assert_eq!((seq, s, len), (42, Some(stamp), buf.len()));
+                assert_eq!(op, up("a"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resync_finds_the_record_after_a_damaged_one() {
+        let mut buf = Vec::new();
+        encode(1, None, &up("a"), &mut buf).unwrap();
+        let second = buf.len();
+        encode(2, None, &up("b"), &mut buf).unwrap();
+        let third = buf.len();
+        encode(3, None, &up("c"), &mut buf).unwrap();
+        buf[second + 14] ^= 0x40;
+        assert!(matches!(
+            decode(Format::V2, &buf[second..]),
+            Decoded::Corrupt(_)
+        ));
+        assert_eq!(resync(Format::V2, &buf, second, 1), Some(third));
+        assert_eq!(resync(Format::V2, &buf, third, 3), None);
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Loading verifies every checksum before hnsw_rs sees a byte (its loader asserts on bad input).
 //! A snapshot whose graph cannot be used still gives its points, and the graph is rebuilt from
-//! them; one whose points are damaged is skipped for an older one (or none: full log replay).
+//! them; one whose points are damaged is skipped for an older one. The writer keeps the previous
+//! snapshot and the log after it until a newer one is verified, so that fallback loses nothing;
+//! when even that is gone, the shard reports a hole instead of starting with less.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -106,9 +108,11 @@ fn file_sum(path: &Path) -> io::Result<FileSum> {
     })
 }
 
-/// Writes a snapshot of `p` at `seq` and removes older ones. Returns the snapshot's directory.
-/// The caller must keep writes to `p` paused meanwhile (the shard writer does: it calls this).
-pub fn write(shard_dir: &Path, seq: u64, p: &Partition) -> io::Result<PathBuf> {
+/// Writes a snapshot of `p` at `seq`, verifies it, and removes every older snapshot except
+/// `keep` (the previous good one, kept with the log it needs until this one has proven itself
+/// at a load). Returns the snapshot's directory. The caller must keep writes to `p` paused
+/// meanwhile (the shard writer does: it calls this).
+pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io::Result<PathBuf> {
     let tmp = shard_dir.join(TMP);
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -120,13 +124,16 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition) -> io::Result<PathBuf> {
         w.write_all(&(t.slots.len() as u64).to_le_bytes())?;
         let mut buf = Vec::new();
         for s in &t.slots {
+            let metadata = s
+                .metadata
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(io::Error::other)?;
             let wire = WireSlot {
                 id: s.id.to_string(),
                 vector: s.vector.to_vec(),
-                metadata: s
-                    .metadata
-                    .as_ref()
-                    .map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into())),
+                metadata,
                 version: s.version,
                 live: s.live,
             };
@@ -166,12 +173,31 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition) -> io::Result<PathBuf> {
     }
     fs::rename(&tmp, &dest)?;
     sync_dir(shard_dir)?;
+    // Nothing older goes until the new one reads back whole.
+    let verified =
+        read_manifest(&dest).and_then(|m| m.files.iter().try_for_each(|f| verify(&dest, f)));
+    if let Err(e) = verified {
+        set_aside(&dest);
+        return Err(io::Error::other(format!(
+            "new snapshot failed verification: {e}"
+        )));
+    }
     for (old, path) in snapshot_dirs(shard_dir)? {
-        if old < seq {
+        if old < seq && Some(old) != keep {
             fs::remove_dir_all(path)?;
         }
     }
+    sync_dir(shard_dir)?;
     Ok(dest)
+}
+
+/// Moves a damaged snapshot out of the way (kept for inspection, never loaded again).
+pub fn set_aside(dir: &Path) {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".damaged");
+    if let Err(e) = fs::rename(dir, PathBuf::from(name)) {
+        tracing::error!(dir = %dir.display(), error = %e, "could not set a damaged snapshot aside");
+    }
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
@@ -246,14 +272,33 @@ fn load_graph(
     .map_err(|e| e.to_string())
 }
 
-/// Loads the newest usable snapshot, if any.
-pub fn load_latest(shard_dir: &Path, spec: PartitionSpec) -> io::Result<Option<Loaded>> {
+/// What looking for a snapshot found.
+pub struct Found {
+    /// The newest usable snapshot, if any.
+    pub loaded: Option<Loaded>,
+    /// Newer snapshots that could not be used (the log must cover up to their sequence
+    /// numbers, or the shard would start with a hole).
+    pub damaged: Vec<(u64, PathBuf)>,
+}
+
+impl Found {
+    /// The highest sequence number a damaged snapshot claims to cover (0: none).
+    pub fn claimed(&self) -> u64 {
+        self.damaged.iter().map(|(s, _)| *s).max().unwrap_or(0)
+    }
+}
+
+/// Loads the newest usable snapshot, falling back to older ones past damaged ones.
+pub fn load_latest(shard_dir: &Path, spec: PartitionSpec) -> io::Result<Found> {
     let _ = fs::remove_dir_all(shard_dir.join(TMP));
+    let mut damaged = Vec::new();
     for (seq, dir) in snapshot_dirs(shard_dir)?.into_iter().rev() {
         let manifest = match read_manifest(&dir) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "skipping unreadable snapshot");
+                tracing::error!(dir = %dir.display(), error = %e, "snapshot unreadable: falling back to an older one");
+                metrics::counter!("ruvector_snapshot_fallbacks_total").increment(1);
+                damaged.push((seq, dir));
                 continue;
             }
         };
@@ -267,7 +312,9 @@ pub fn load_latest(shard_dir: &Path, spec: PartitionSpec) -> io::Result<Option<L
         let slots = match points_ok {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "skipping damaged snapshot");
+                tracing::error!(dir = %dir.display(), error = %e, "snapshot damaged: falling back to an older one");
+                metrics::counter!("ruvector_snapshot_fallbacks_total").increment(1);
+                damaged.push((seq, dir));
                 continue;
             }
         };
@@ -298,7 +345,13 @@ pub fn load_latest(shard_dir: &Path, spec: PartitionSpec) -> io::Result<Option<L
                 }
             }
         };
-        return Ok(Some(loaded));
+        return Ok(Found {
+            loaded: Some(loaded),
+            damaged,
+        });
     }
-    Ok(None)
+    Ok(Found {
+        loaded: None,
+        damaged,
+    })
 }

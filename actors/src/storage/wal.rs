@@ -5,13 +5,23 @@
 //! own ops, keyed by the shard's sequence numbers that snapshots refer to, with one fsync per
 //! batch decided by the shard's writer (group commit). A B-tree or LSM store would write every
 //! vector twice more and bring its own background compaction; okaywal's checkpoint callbacks
-//! fight our snapshot cadence. The format is in `record.rs`; it is ~200 lines and tested below.
+//! fight our snapshot cadence. The format is in `record.rs`.
+//!
+//! Replay tells damage apart, because an acknowledged write must never vanish silently:
+//! - a **torn tail** (nothing intact after the damage, in the newest segment: a crash during an
+//!   append) is cut off; the cut bytes are kept beside the segment (`*.torn-<offset>`);
+//! - **damage in the middle** with intact records after it: exactly the damaged bytes are
+//!   skipped (kept in `*.damaged-<offset>`, counted, logged with file and offset), the file is
+//!   left as it is;
+//! - a **hole** (sequence numbers missing that no skipped damage explains, or damage that cannot
+//!   be re-synchronised followed by later records) is reported to the shard, which holds its
+//!   collection back until `ruvector-streaming repair` accepts the loss knowingly.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Decoded};
+use super::record::{self, Decoded, Format, WriteStamp, SEGMENT_HEADER};
 use crate::index::hnsw::Op;
 
 const PREFIX: &str = "wal-";
@@ -28,13 +38,62 @@ pub struct WriteLog {
     unsynced: u64,
 }
 
+/// Damage found at one place of one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// Sequence numbers missing from the log that no skipped damage explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hole {
+    /// The last sequence number present before the hole.
+    pub after: u64,
+    /// The next one present (`None`: the log ends inside the hole).
+    pub next: Option<u64>,
+    pub cause: String,
+}
+
+impl std::fmt::Display for Hole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.next {
+            Some(n) => write!(
+                f,
+                "records {}..={} missing ({})",
+                self.after + 1,
+                n - 1,
+                self.cause
+            ),
+            None => write!(f, "records after {} missing ({})", self.after, self.cause),
+        }
+    }
+}
+
 /// What replay found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplayReport {
     pub records: u64,
     pub last_seq: u64,
-    /// Segments cut short at a torn or corrupt record: (file, offset, reason).
-    pub truncated: Vec<(PathBuf, u64, String)>,
+    /// Torn tails cut off the newest segment.
+    pub truncated: Vec<Damage>,
+    /// Damaged records skipped in the middle of a segment (the file left as it is).
+    pub skipped: Vec<Damage>,
+    /// Sequence numbers missing without an explanation: the shard must not start silently
+    /// (in repair mode: the holes accepted).
+    pub holes: Vec<Hole>,
+}
+
+/// How replay treats damage it cannot skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMode {
+    /// Report holes (the caller holds the collection back).
+    Strict,
+    /// `repair`: cut a segment at damage that cannot be re-synchronised (keeping the cut bytes
+    /// in a side file) and accept the loss.
+    Repair,
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -66,40 +125,132 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Replays every record with `seq > after` in order, truncating each segment at its first
-/// torn or corrupt record (the damage is logged and reported, never fatal).
-pub fn replay(dir: &Path, after: u64, mut apply: impl FnMut(u64, Op)) -> io::Result<ReplayReport> {
+/// Keeps damaged bytes beside their segment, so evidence is never destroyed.
+fn keep_aside(path: &Path, kind: &str, offset: usize, bytes: &[u8]) -> io::Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{kind}-{offset}"));
+    let side = PathBuf::from(name);
+    let mut f = File::create(&side)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn cut(path: &Path, at: usize) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.set_len(at as u64)?;
+    f.sync_all()
+}
+
+/// Replays every record with `seq > after` in order (`apply(seq, op, raw bytes)`), telling torn
+/// tails, skippable damage and holes apart (see the module's doc).
+pub fn replay(
+    dir: &Path,
+    after: u64,
+    mode: ReplayMode,
+    mut apply: impl FnMut(u64, Op, &[u8]),
+) -> io::Result<ReplayReport> {
     let mut report = ReplayReport {
         last_seq: after,
         ..Default::default()
     };
-    for (_, path) in segments(dir)? {
+    // Set when skipped damage explains the gap before the next record.
+    let mut explained: Option<String> = None;
+    let segs = segments(dir)?;
+    let count = segs.len();
+    for (i, (_, path)) in segs.into_iter().enumerate() {
+        let newest = i + 1 == count;
         let data = fs::read(&path)?;
-        let mut pos = 0usize;
+        let (format, mut pos) = Format::of_segment(&data);
         loop {
-            match record::decode(&data[pos..]) {
-                Decoded::Record { seq, op, len } => {
+            match record::decode(format, &data[pos..]) {
+                Decoded::Record { seq, op, len, .. } => {
+                    let raw = &data[pos..pos + len];
                     pos += len;
-                    if seq > report.last_seq {
-                        report.last_seq = seq;
-                        report.records += 1;
-                        apply(seq, op);
+                    if seq <= report.last_seq {
+                        continue;
                     }
+                    if seq != report.last_seq + 1 {
+                        let lost = Hole {
+                            after: report.last_seq,
+                            next: Some(seq),
+                            cause: explained.take().unwrap_or_default(),
+                        };
+                        if !lost.cause.is_empty() {
+                            tracing::error!(file = %path.display(), hole = %lost, "acknowledged records lost to damaged bytes were skipped");
+                        } else {
+                            let hole = Hole {
+                                cause: format!("no record between {} and {seq}", lost.after),
+                                ..lost
+                            };
+                            if mode == ReplayMode::Repair {
+                                tracing::warn!(file = %path.display(), %hole, "repair: accepting a hole in the log");
+                            }
+                            report.holes.push(hole);
+                        }
+                    }
+                    explained = None;
+                    report.last_seq = seq;
+                    report.records += 1;
+                    apply(seq, op, raw);
                 }
                 Decoded::End => break,
                 Decoded::Corrupt(reason) => {
-                    tracing::warn!(
-                        file = %path.display(),
-                        offset = pos,
-                        dropped_bytes = data.len() - pos,
-                        %reason,
-                        "write log damaged: truncating at the last good record"
-                    );
-                    let f = OpenOptions::new().write(true).open(&path)?;
-                    f.set_len(pos as u64)?;
-                    f.sync_all()?;
-                    report.truncated.push((path.clone(), pos as u64, reason));
-                    break;
+                    let next = record::resync(format, &data, pos, report.last_seq);
+                    let end = next.unwrap_or(data.len());
+                    let damage = Damage {
+                        file: path.clone(),
+                        offset: pos as u64,
+                        bytes: (end - pos) as u64,
+                        reason: reason.clone(),
+                    };
+                    match next {
+                        Some(next) => {
+                            keep_aside(&path, "damaged", pos, &data[pos..next])?;
+                            tracing::error!(
+                                file = %path.display(),
+                                offset = pos,
+                                bytes = next - pos,
+                                %reason,
+                                "write log damaged in the middle: skipping exactly the damaged bytes (kept aside)"
+                            );
+                            metrics::counter!("ruvector_wal_damaged_records_total").increment(1);
+                            explained = Some(format!("damaged bytes at {}:{pos}", path.display()));
+                            report.skipped.push(damage);
+                            pos = next;
+                        }
+                        None if newest => {
+                            keep_aside(&path, "torn", pos, &data[pos..])?;
+                            tracing::warn!(
+                                file = %path.display(),
+                                offset = pos,
+                                dropped_bytes = data.len() - pos,
+                                %reason,
+                                "torn tail of the write log cut off (bytes kept aside)"
+                            );
+                            cut(&path, pos)?;
+                            metrics::counter!("ruvector_wal_truncations_total").increment(1);
+                            report.truncated.push(damage);
+                            break;
+                        }
+                        None => {
+                            // Nothing intact follows in an older segment. Harmless if the next
+                            // segment continues the sequence; a hole (held back) if not.
+                            if mode == ReplayMode::Repair {
+                                keep_aside(&path, "cut", pos, &data[pos..])?;
+                                cut(&path, pos)?;
+                                tracing::warn!(file = %path.display(), offset = pos, %reason, "repair: log cut at damage (bytes kept aside)");
+                            } else {
+                                tracing::warn!(file = %path.display(), offset = pos, %reason, "damage at the end of an older log segment");
+                            }
+                            explained = None;
+                            report.skipped.push(damage);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -108,13 +259,28 @@ pub fn replay(dir: &Path, after: u64, mut apply: impl FnMut(u64, Op)) -> io::Res
 }
 
 impl WriteLog {
-    /// Starts a fresh segment whose first record will be `next_seq`.
+    /// Opens the segment whose first record will be `next_seq` (created with the v2 header, or
+    /// reopened when a previous start left it empty).
     pub fn create(dir: &Path, next_seq: u64) -> io::Result<WriteLog> {
         fs::create_dir_all(dir)?;
         let path = dir.join(segment_name(next_seq));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut len = file.metadata()?.len();
+        if len == 0 {
+            file.write_all(&SEGMENT_HEADER)?;
+            file.sync_all()?;
+            len = SEGMENT_HEADER.len() as u64;
+        } else if len < SEGMENT_HEADER.len() as u64
+            || !fs::read(&path)?.starts_with(&SEGMENT_HEADER)
+        {
+            // Replay left only a header-less remainder here: start this segment afresh.
+            keep_aside(&path, "replaced", 0, &fs::read(&path)?)?;
+            file.set_len(0)?;
+            file.write_all(&SEGMENT_HEADER)?;
+            file.sync_all()?;
+            len = SEGMENT_HEADER.len() as u64;
+        }
         sync_dir(dir)?;
-        let len = file.metadata()?.len();
         Ok(WriteLog {
             dir: dir.to_path_buf(),
             file,
@@ -127,11 +293,11 @@ impl WriteLog {
     /// Writes records (not yet synced). One `write` call for the whole batch.
     pub fn append<'a>(
         &mut self,
-        records: impl IntoIterator<Item = (u64, &'a Op)>,
+        records: impl IntoIterator<Item = (u64, Option<&'a WriteStamp>, &'a Op)>,
     ) -> io::Result<()> {
         self.buf.clear();
-        for (seq, op) in records {
-            record::encode(seq, op, &mut self.buf);
+        for (seq, stamp, op) in records {
+            record::encode(seq, stamp, op, &mut self.buf).map_err(io::Error::other)?;
         }
         if let Err(e) = self.file.write_all(&self.buf) {
             // Never leave half a batch in the log: later records would sit behind garbage.
@@ -164,16 +330,33 @@ impl WriteLog {
         self.unsynced = 0;
     }
 
-    /// After a snapshot at `seq`: opens a new segment at `seq + 1` and deletes every older segment
-    /// (all their records are covered by the snapshot).
-    pub fn rotate_after_snapshot(&mut self, seq: u64) -> io::Result<()> {
+    /// The log's length now: a mark to cut back to with `cut_back`.
+    pub fn mark(&self) -> u64 {
+        self.len
+    }
+
+    /// Removes everything written after `mark` (a batch that could not be applied: it was
+    /// never acknowledged, so it must not come back on replay).
+    pub fn cut_back(&mut self, mark: u64) -> io::Result<()> {
+        self.file.set_len(mark)?;
+        self.file.sync_all()?;
+        self.len = mark;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// After a snapshot at `seq`: opens a new segment at `seq + 1` and deletes every segment
+    /// whose records are all at or below `keep_after` (the sequence number of the snapshot kept
+    /// for fallback, or `seq` itself when there is none).
+    pub fn rotate_after_snapshot(&mut self, seq: u64, keep_after: u64) -> io::Result<()> {
         self.file.sync_data()?;
         let next = WriteLog::create(&self.dir, seq + 1)?;
-        let keep = self.dir.join(segment_name(seq + 1));
         *self = next;
-        for (_, path) in segments(&self.dir)? {
-            if path != keep {
-                fs::remove_file(&path)?;
+        let segs = segments(&self.dir)?;
+        for pair in segs.windows(2) {
+            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if *next_first <= keep_after + 1 {
+                fs::remove_file(path)?;
             }
         }
         sync_dir(&self.dir)
@@ -181,56 +364,5 @@ impl WriteLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn up(id: &str) -> Op {
-        Op::Upsert {
-            id: id.into(),
-            vector: vec![1.0, 2.0],
-            metadata: serde_json::json!({"a": 1}).as_object().cloned(),
-        }
-    }
-
-    #[test]
-    fn torn_tail_is_truncated_and_earlier_records_survive() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = WriteLog::create(dir.path(), 1).unwrap();
-        let ops: Vec<Op> = (0..10).map(|i| up(&format!("p{i}"))).collect();
-        log.append(ops.iter().enumerate().map(|(i, op)| (i as u64 + 1, op)))
-            .unwrap();
-        log.sync().unwrap();
-        drop(log);
-        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
-        let len = fs::metadata(&path).unwrap().len();
-        // Damage the last record's last bytes.
-        let mut data = fs::read(&path).unwrap();
-        let n = data.len();
-        data[n - 3..].copy_from_slice(&[0xff, 0xfe, 0xfd]);
-        fs::write(&path, &data).unwrap();
-        let mut seen = vec![];
-        let report = replay(dir.path(), 0, |seq, _| seen.push(seq)).unwrap();
-        assert_eq!(seen, (1..=9).collect::<Vec<_>>());
-        assert_eq!(report.truncated.len(), 1);
-        assert!(fs::metadata(&path).unwrap().len() < len);
-        // A second replay is clean.
-        let again = replay(dir.path(), 0, |_, _| {}).unwrap();
-        assert!(again.truncated.is_empty());
-        assert_eq!(again.records, 9);
-    }
-
-    #[test]
-    fn rotation_drops_covered_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = WriteLog::create(dir.path(), 1).unwrap();
-        let a = up("a");
-        log.append([(1, &a), (2, &a)]).unwrap();
-        log.rotate_after_snapshot(2).unwrap();
-        log.append([(3, &a)]).unwrap();
-        log.sync().unwrap();
-        assert_eq!(segments(dir.path()).unwrap().len(), 1);
-        let mut seen = vec![];
-        replay(dir.path(), 2, |seq, _| seen.push(seq)).unwrap();
-        assert_eq!(seen, [3]);
-    }
-}
+#[path = "wal_tests.rs"]
+mod tests;

@@ -1,0 +1,183 @@
+//! Rebuilding a shard's partition from disk: newest usable snapshot, then the log after it.
+//!
+//! Used at start, by `repair`, and by the writer when a write could not be applied (the log
+//! is the truth; the partition in memory is rebuilt from it). A record that cannot be applied
+//! (it fails today's validation, or applying it panics inside the graph library) is
+//! quarantined — copied to `quarantine/seq-<n>.rec` with a log line and a metric — instead of
+//! stopping the start: one bad record must not keep a whole server down.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use crate::error::{EngineError, Result};
+use crate::index::hnsw::{Op, Partition, PartitionSpec};
+use crate::storage::snapshot::{self, GraphSource};
+use crate::storage::wal::{self, Hole, ReplayMode, ReplayReport};
+use crate::types::{validate_point_id, validate_vector};
+
+/// Records are applied in batches of this many (parallel graph insert).
+const REPLAY_BATCH: usize = 4096;
+/// Each attempt quarantines at least one more record; past this many the shard gives up.
+const MAX_ATTEMPTS: usize = 16;
+
+/// A partition rebuilt from disk.
+pub struct LoadedPartition {
+    pub partition: Partition,
+    pub report: ReplayReport,
+    /// Sequence number of the snapshot it started from (0: none).
+    pub from_seq: u64,
+    pub source: &'static str,
+    /// Records quarantined during this load.
+    pub quarantined: u64,
+}
+
+/// Whether `op` may be applied to a partition of `spec` under today's rules.
+pub fn check_op(spec: &PartitionSpec, op: &Op) -> Result<()> {
+    match op {
+        Op::Upsert { id, vector, .. } => {
+            validate_point_id(id)?;
+            validate_vector(vector, spec.dimension, spec.metric)
+        }
+        Op::Delete { id } | Op::SetMetadata { id, .. } => validate_point_id(id),
+    }
+}
+
+fn quarantine(dir: &Path, seq: u64, raw: &[u8], reason: &str) {
+    let qdir = dir.join("quarantine");
+    let path = qdir.join(format!("seq-{seq:020}.rec"));
+    let saved = std::fs::create_dir_all(&qdir)
+        .and_then(|_| std::fs::write(&path, raw))
+        .and_then(|_| wal::sync_dir(&qdir));
+    tracing::error!(
+        shard_dir = %dir.display(),
+        seq,
+        reason,
+        kept = %path.display(),
+        saved = saved.is_ok(),
+        "log record cannot be applied: quarantined"
+    );
+    metrics::counter!("ruvector_wal_quarantined_records_total").increment(1);
+}
+
+/// Applies `batch` (drained); `Err` with its sequence range if applying panicked.
+fn flush(partition: &Partition, batch: &mut Vec<(u64, Op)>) -> std::result::Result<(), (u64, u64)> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let range = (batch[0].0, batch[batch.len() - 1].0);
+    let applied = catch_unwind(AssertUnwindSafe(|| partition.apply(batch)));
+    batch.clear();
+    applied.map_err(|_| range)
+}
+
+enum Failure {
+    /// A batch panicked: apply its records one at a time on the next attempt.
+    Batch(u64, u64),
+    /// One record panicked: quarantine it and start over without it.
+    Single(u64, Vec<u8>),
+}
+
+/// Loads the partition in `dir`. In strict mode a hole in the log (see `wal`) is an
+/// `Unavailable` error naming it; in repair mode holes are accepted.
+pub fn load_partition(
+    dir: &Path,
+    spec: PartitionSpec,
+    mode: ReplayMode,
+) -> Result<LoadedPartition> {
+    let mut skip: HashSet<u64> = HashSet::new();
+    let mut careful: Option<(u64, u64)> = None;
+    let mut quarantined = 0u64;
+    for _ in 0..MAX_ATTEMPTS {
+        let found = snapshot::load_latest(dir, spec)?;
+        let claimed = found.claimed();
+        let (partition, from_seq, source) = match found.loaded {
+            Some(l) => (
+                l.partition,
+                l.seq,
+                match l.graph {
+                    GraphSource::Snapshot => "snapshot",
+                    GraphSource::Rebuilt => "rebuilt",
+                },
+            ),
+            None => (Partition::new(spec), 0, "empty"),
+        };
+        let mut pending: Vec<(u64, Op)> = Vec::new();
+        let mut failed: Option<Failure> = None;
+        let mut report = wal::replay(dir, from_seq, mode, |seq, op, raw| {
+            if failed.is_some() || skip.contains(&seq) {
+                return;
+            }
+            if let Err(e) = check_op(&spec, &op) {
+                quarantine(dir, seq, raw, &e.to_string());
+                quarantined += 1;
+                return;
+            }
+            let one_by_one = careful.is_some_and(|(a, b)| (a..=b).contains(&seq));
+            if !one_by_one {
+                pending.push((seq, op));
+                if pending.len() >= REPLAY_BATCH {
+                    if let Err((a, b)) = flush(&partition, &mut pending) {
+                        failed = Some(Failure::Batch(a, b));
+                    }
+                }
+                return;
+            }
+            if let Err((a, b)) = flush(&partition, &mut pending) {
+                failed = Some(Failure::Batch(a, b));
+                return;
+            }
+            if flush(&partition, &mut vec![(seq, op)]).is_err() {
+                failed = Some(Failure::Single(seq, raw.to_vec()));
+            }
+        })?;
+        if failed.is_none() {
+            if let Err((a, b)) = flush(&partition, &mut pending) {
+                failed = Some(Failure::Batch(a, b));
+            }
+        }
+        match failed {
+            Some(Failure::Batch(a, b)) => {
+                careful = Some((a, b));
+                continue;
+            }
+            Some(Failure::Single(seq, raw)) => {
+                quarantine(dir, seq, &raw, "applying it panicked");
+                quarantined += 1;
+                skip.insert(seq);
+                continue;
+            }
+            None => {}
+        }
+        if claimed > report.last_seq {
+            let hole = Hole {
+                after: report.last_seq,
+                next: None,
+                cause: format!(
+                    "a damaged snapshot covered up to {claimed} and the log ends before it"
+                ),
+            };
+            report.holes.push(hole);
+        }
+        if let (ReplayMode::Strict, Some(hole)) = (mode, report.holes.first()) {
+            return Err(EngineError::Unavailable(format!(
+                "{}: {hole}; run `ruvector-streaming repair --collection NAME` to accept the loss",
+                dir.display()
+            )));
+        }
+        for (_, damaged) in &found.damaged {
+            snapshot::set_aside(damaged);
+        }
+        return Ok(LoadedPartition {
+            partition,
+            report,
+            from_seq,
+            source,
+            quarantined,
+        });
+    }
+    Err(EngineError::Unavailable(format!(
+        "{}: more than {MAX_ATTEMPTS} log records could not be applied",
+        dir.display()
+    )))
+}
