@@ -248,3 +248,89 @@ fn an_encoded_websocket_path_is_refused_not_routed_elsewhere() {
         }
     }
 }
+
+/// A raw WebSocket client: the upgrade by hand, so tests can send what a library would not.
+fn raw_ws(s: &Server) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        c,
+        "GET /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    c
+}
+
+/// A masked client frame.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [7u8, 13, 42, 99];
+    let mut f = vec![0x80 | opcode];
+    assert!(payload.len() < 126);
+    f.push(0x80 | payload.len() as u8);
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    f
+}
+
+/// Reads server frames until a close frame; its status code.
+fn close_code_of(c: &mut std::net::TcpStream) -> u16 {
+    use std::io::Read;
+    loop {
+        let mut h = [0u8; 2];
+        c.read_exact(&mut h).unwrap();
+        let mut len = (h[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut l = [0u8; 2];
+            c.read_exact(&mut l).unwrap();
+            len = u16::from_be_bytes(l) as usize;
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            c.read_exact(&mut l).unwrap();
+            len = u64::from_be_bytes(l) as usize;
+        }
+        let mut p = vec![0u8; len];
+        c.read_exact(&mut p).unwrap();
+        if h[0] & 0x0f == 8 {
+            return u16::from_be_bytes([p[0], p[1]]);
+        }
+    }
+}
+
+#[test]
+fn websocket_protocol_edges_close_with_the_right_codes() {
+    use std::io::Write;
+    let s = Server::start(&[]);
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut c = raw_ws(&s);
+    c.write_all(&frame(1, b"{\"type\":\"ping\",\"x\":\"\xff\xfe\"}"))
+        .unwrap();
+    assert_eq!(close_code_of(&mut c), 1007);
+    // A close frame with a code that must never be sent (1005, 1006, 0): never echoed.
+    for bad in [1005u16, 1006, 0, 1015, 2999] {
+        let mut c = raw_ws(&s);
+        c.write_all(&frame(8, &bad.to_be_bytes())).unwrap();
+        assert_eq!(close_code_of(&mut c), 1002, "peer sent {bad}");
+    }
+    // A valid code is echoed.
+    let mut c = raw_ws(&s);
+    c.write_all(&frame(8, &4000u16.to_be_bytes())).unwrap();
+    assert_eq!(close_code_of(&mut c), 4000);
+    // An unmasked frame is refused as soon as its header is read (no payload ever sent).
+    let mut c = raw_ws(&s);
+    c.write_all(&[0x81, 126, 0xff, 0xff]).unwrap();
+    assert_eq!(close_code_of(&mut c), 1002);
+    // A huge declared frame is refused at its header: 1009.
+    let mut c = raw_ws(&s);
+    c.write_all(&[0x81, 0x80 | 127, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4])
+        .unwrap();
+    assert_eq!(close_code_of(&mut c), 1009);
+}
