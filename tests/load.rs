@@ -168,3 +168,24 @@ fn the_ann_scenario_runs_tiny() {
     );
     assert!(rows.iter().all(|r| r["recall"].as_f64().unwrap() > 0.5));
 }
+
+#[test]
+fn crash_cycles_run_tiny_and_lose_no_acknowledged_operation() {
+    let a = ruvector_load::crash::CrashArgs {
+        server_bin: Some(env!("CARGO_BIN_EXE_ruvector-streaming").into()),
+        data_dir: None,
+        cycles: 2,
+        rest_writers: 1,
+        ws_writers: 1,
+        ids_per_writer: 30,
+        min_run_ms: 200,
+        max_run_ms: 400,
+        server_env: vec![],
+        seed: 7,
+        out: None,
+    };
+    let r = ruvector_load::crash::crash(&a).unwrap();
+    assert_eq!(r.per_cycle.len(), 2);
+    assert!(r.acknowledged > 0, "{r:?}");
+    assert_eq!(r.lost, 0, "{:?}", r.losses);
+}

@@ -24,6 +24,9 @@ enum Command {
     /// Run a scenario file (load/scenarios/*.toml): live progress, a final table, a JSON report
     /// and an SVG chart.
     Run(RunArgs),
+    /// Crash cycles: `kill -9` at random moments under concurrent REST and WebSocket writers;
+    /// every restart is checked against the acknowledged operations.
+    Crash(ruvector_load::crash::CrashArgs),
     /// Draw the SVG chart of a JSON report written by `run`.
     Plot { report: PathBuf, out: PathBuf },
     /// (internal) One worker process of a `run` that needs several.
@@ -96,11 +99,31 @@ fn main() {
         Command::Run(args) => run(args),
         Command::Worker => ruvector_load::run::worker_main(),
         Command::Plot { report, out } => plot(&report, &out),
+        Command::Crash(args) => crash(&args),
     };
     if let Err(e) = result {
         eprintln!("ruvector-load: {e}");
         std::process::exit(1);
     }
+}
+
+fn crash(a: &ruvector_load::crash::CrashArgs) -> Result<(), String> {
+    let r = ruvector_load::crash::crash(a)?;
+    println!(
+        "cycles {}  acknowledged {}  refused {}  lost {}  restart p50 {} ms  max {} ms",
+        r.cycles, r.acknowledged, r.refused, r.lost, r.restart_ms_p50, r.restart_ms_max
+    );
+    for l in &r.losses {
+        println!("  {l}");
+    }
+    let text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+    if let Some(out) = &a.out {
+        std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    if r.lost > 0 {
+        return Err(format!("{} acknowledged operations lost", r.lost));
+    }
+    Ok(())
 }
 
 fn plot(report: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
