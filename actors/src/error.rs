@@ -14,9 +14,9 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
-    /// Shedding: a full queue, a full pool, or the server is still loading.
+    /// Shedding: a full queue, a full pool, the server loading or draining.
     #[error("{0}")]
-    Overloaded(String),
+    Overloaded(Overload),
     /// A collection held back after damage found at start (see the server log), or a shard
     /// that lost its writer.
     #[error("{0}")]
@@ -44,6 +44,59 @@ impl EngineError {
 
     pub fn invalid(msg: impl Into<String>) -> Self {
         EngineError::InvalidArgument(msg.into())
+    }
+}
+
+/// Why work was refused for lack of capacity: callers (metrics, retry hints, close codes) branch
+/// on the reason, so it is a type, not a sentence.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Overload {
+    #[error("the server is still loading its data")]
+    Loading,
+    #[error("the server is draining")]
+    Draining,
+    #[error("search pool queue is full")]
+    SearchPoolFull,
+    #[error("shard write queue is full")]
+    WriteQueueFull,
+    #[error("shard is shutting down")]
+    ShardStopping,
+    #[error("search pool stopped")]
+    Stopping,
+    #[error("an actor is unavailable: {0}")]
+    Mailbox(String),
+    #[error("collection {0:?} is being deleted; retry shortly")]
+    Deleting(String),
+    #[error("shedding load: not accepting new streams")]
+    RejectingStreams,
+    #[error("shedding load")]
+    Shedding,
+    #[error("at most {0} open streams")]
+    TooManyStreams(usize),
+}
+
+impl Overload {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Overload::Loading => "loading",
+            Overload::Draining => "draining",
+            Overload::SearchPoolFull => "search_pool",
+            Overload::WriteQueueFull => "shard_write_queue",
+            Overload::ShardStopping => "shard_stopping",
+            Overload::Stopping => "stopping",
+            Overload::Mailbox(_) => "mailbox",
+            Overload::Deleting(_) => "deleting",
+            Overload::RejectingStreams => "rejecting_streams",
+            Overload::Shedding => "shedding",
+            Overload::TooManyStreams(_) => "max_streams",
+        }
+    }
+}
+
+impl From<actix::MailboxError> for EngineError {
+    fn from(e: actix::MailboxError) -> Self {
+        EngineError::Overloaded(Overload::Mailbox(e.to_string()))
     }
 }
 

@@ -22,9 +22,10 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod index;
+pub mod pool;
 pub mod router;
 pub mod shard;
 pub mod storage;
 pub mod types;
 
-pub use error::{EngineError, Result};
+pub use error::{EngineError, Overload, Result};

@@ -361,7 +361,10 @@ fn verify(base: &str, writers: &mut [Writer], losses: &mut Vec<String>) -> Resul
             if !ok {
                 lost += 1;
                 if losses.len() < 20 {
-                    losses.push(format!("{id}: expected {:?} (or {:?}), found {seen:?}", e.acked, e.uncertain));
+                    losses.push(format!(
+                        "{id}: expected {:?} (or {:?}), found {seen:?}",
+                        e.acked, e.uncertain
+                    ));
                 }
             }
             e.acked = seen;
@@ -382,7 +385,10 @@ pub fn crash(a: &CrashArgs) -> Result<CrashReport, String> {
     let env: Vec<(String, String)> = a
         .server_env
         .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
         .collect();
     let mut rng = Rng::new(a.seed);
     let mut writers: Vec<Writer> = (0..a.rest_writers + a.ws_writers)
@@ -413,9 +419,12 @@ pub fn crash(a: &CrashArgs) -> Result<CrashReport, String> {
         } else {
             verify(&base, &mut writers, &mut report.losses)?
         };
-        let before: (u64, u64) = writers.iter().fold((0, 0), |s, w| (s.0 + w.acked, s.1 + w.refused));
+        let before: (u64, u64) = writers
+            .iter()
+            .fold((0, 0), |s, w| (s.0 + w.acked, s.1 + w.refused));
         let stop = Arc::new(AtomicBool::new(false));
-        let run_ms = a.min_run_ms + rng.next_u64() % (a.max_run_ms.saturating_sub(a.min_run_ms) + 1);
+        let run_ms =
+            a.min_run_ms + rng.next_u64() % (a.max_run_ms.saturating_sub(a.min_run_ms) + 1);
         let rest_count = a.rest_writers;
         std::thread::scope(|s| {
             let mut handles = Vec::new();
@@ -434,7 +443,9 @@ pub fn crash(a: &CrashArgs) -> Result<CrashReport, String> {
             let _ = server.child.wait();
             stop.store(true, Ordering::Relaxed);
         });
-        let after: (u64, u64) = writers.iter().fold((0, 0), |s, w| (s.0 + w.acked, s.1 + w.refused));
+        let after: (u64, u64) = writers
+            .iter()
+            .fold((0, 0), |s, w| (s.0 + w.acked, s.1 + w.refused));
         let in_flight = writers
             .iter()
             .flat_map(|w| w.expect.values())
@@ -473,7 +484,12 @@ pub fn crash(a: &CrashArgs) -> Result<CrashReport, String> {
     let _ = server.child.kill();
     let _ = server.child.wait();
     // The first start loaded an empty directory: restart times are those of later starts.
-    let mut restarts: Vec<u64> = report.per_cycle.iter().skip(1).map(|c| c.restart_ms).collect();
+    let mut restarts: Vec<u64> = report
+        .per_cycle
+        .iter()
+        .skip(1)
+        .map(|c| c.restart_ms)
+        .collect();
     restarts.push(server.started.as_millis() as u64);
     restarts.sort_unstable();
     report.restart_ms_p50 = restarts[restarts.len() / 2];

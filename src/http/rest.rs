@@ -39,9 +39,11 @@ where
     <Router as actix::Actor>::Context: ToEnvelope<Router, M>,
 {
     deadline(state, async {
-        state.router.send(msg).await.map_err(|e| {
-            ApiError::from(EngineError::Overloaded(format!("router unavailable: {e}")))
-        })
+        state
+            .router
+            .send(msg)
+            .await
+            .map_err(|e| ApiError::from(EngineError::from(e)))
     })
     .await
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use actix_web::web;
 use dashmap::DashMap;
-use ruvector_actors::EngineError;
+use ruvector_actors::{EngineError, Overload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -107,16 +107,15 @@ impl Streams {
         if self.draining.load(Ordering::Acquire) {
             metrics::counter!("ruvector_streams_refused_total", "reason" => "draining")
                 .increment(1);
-            return Err(EngineError::Overloaded("the server is draining".into()));
+            return Err(EngineError::Overloaded(Overload::Draining));
         }
         let n = self.open.fetch_add(1, Ordering::AcqRel);
         if n >= self.cfg.max_streams {
             self.open.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("ruvector_streams_refused_total", "reason" => "max_streams")
                 .increment(1);
-            return Err(EngineError::Overloaded(format!(
-                "at most {} open streams",
-                self.cfg.max_streams
+            return Err(EngineError::Overloaded(Overload::TooManyStreams(
+                self.cfg.max_streams,
             )));
         }
         metrics::gauge!("ruvector_streams_open", "kind" => kind.label()).increment(1.0);
@@ -293,7 +292,7 @@ pub async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>) {
         Ok(Err(_)) | Err(_) => return,
     };
     if !app.health.is_loaded() {
-        let e = EngineError::Overloaded("the server is loading its data".into());
+        let e = EngineError::Overloaded(Overload::Loading);
         refuse(io, &e.into()).await;
         return;
     }

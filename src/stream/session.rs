@@ -326,7 +326,17 @@ impl Session {
                 }
                 Ok(Parsed::Partial(_)) => return pos,
                 Ok(Parsed::Frame(frame, used)) => {
-                    self.on_frame(frame, ctx);
+                    // A bug in one frame's handling must not unwind through the worker thread
+                    // (and every other stream on it): this stream alone closes with 1011.
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.on_frame(frame, ctx)
+                    }));
+                    if handled.is_err() {
+                        metrics::counter!("ruvector_stream_panics_total").increment(1);
+                        tracing::error!("handling a stream frame panicked; the stream is closed");
+                        self.close(close::INTERNAL, "internal error", ctx);
+                        return buf.len();
+                    }
                     pos += used;
                 }
             }

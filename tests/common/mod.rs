@@ -37,8 +37,6 @@ impl Server {
             .env("RUVECTOR__SERVER__PORT", "0")
             .env("RUVECTOR__STORAGE__DATA_DIR", dir.join("data"))
             .env("RUST_LOG", "info,hnsw_rs=warn")
-            // These tests saturate the CPU on purpose; shedding has tests of its own.
-            .env("RUVECTOR__SHED__ENABLED", "false")
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))

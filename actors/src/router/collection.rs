@@ -138,8 +138,7 @@ impl Collection {
         }
         let mut out = vec![false; total];
         for (idx, res) in join_all(calls).await {
-            let outcome =
-                res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??;
+            let outcome = res.map_err(EngineError::from)??;
             for (i, existed) in idx.into_iter().zip(outcome) {
                 out[i] = existed;
             }
@@ -193,9 +192,7 @@ impl Collection {
             .map(|s| s.addr.send(ShardSearch(query.clone())));
         let mut lists = Vec::with_capacity(self.shards.len());
         for res in join_all(calls).await {
-            lists.push(
-                res.map_err(|e| EngineError::Overloaded(format!("shard unavailable: {e}")))??,
-            );
+            lists.push(res.map_err(EngineError::from)??);
         }
         Ok(Ranked::new(lists, req.k, req.score_threshold))
     }

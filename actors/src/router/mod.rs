@@ -5,7 +5,6 @@
 //! temporary name and renamed, so a crash never leaves half a definition.
 
 pub mod collection;
-pub mod pool;
 pub mod repair;
 
 use std::collections::{HashMap, HashSet};
@@ -15,12 +14,12 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures_util::future::join_all;
 
+use crate::pool::SearchPool;
 use collection::ShardHandle;
 pub use collection::{Collection, CollectionInfo, Ranked, SearchRequest};
-use pool::SearchPool;
 
 use crate::config::{EngineConfig, IndexConfig};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Overload, Result};
 use crate::hub::Hub;
 use crate::index::hnsw::PartitionSpec;
 use crate::shard::{shard_dir, OpenedShard, StopShard, WriteOp};
@@ -172,9 +171,7 @@ impl Router {
         if self.loaded {
             Ok(())
         } else {
-            Err(EngineError::Overloaded(
-                "the server is still loading its data".into(),
-            ))
+            Err(EngineError::Overloaded(Overload::Loading))
         }
     }
 
@@ -265,9 +262,7 @@ impl Router {
             };
         }
         if self.deleting.contains(name) {
-            return Err(EngineError::Overloaded(format!(
-                "collection {name:?} is being deleted; retry shortly"
-            )));
+            return Err(EngineError::Overloaded(Overload::Deleting(name.to_owned())));
         }
         let root = collections_dir(&self.cfg);
         let dir = root.join(name);

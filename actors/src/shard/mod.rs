@@ -22,11 +22,11 @@ use tokio::sync::oneshot;
 pub use writer::{WriteJob, WriteOp, WriteOutcome};
 
 use crate::config::EngineConfig;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Overload, Result};
 use crate::hub::Hub;
 use crate::index::filter::Filter;
 use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
-use crate::router::pool::SearchPool;
+use crate::pool::SearchPool;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::types::Hit;
 
@@ -182,6 +182,7 @@ impl OpenedShard {
             last_snapshot: Instant::now(),
             ops_since_snapshot: report.records,
             kept_snapshot: (loaded.from_seq > 0).then_some(loaded.from_seq),
+            queue_wait: pool.queue_wait().clone(),
             failed: None,
         };
         let handle = std::thread::Builder::new()
@@ -231,19 +232,22 @@ impl Handler<ShardWrite> for ShardActor {
 
     fn handle(&mut self, msg: ShardWrite, _: &mut Self::Context) -> Self::Result {
         let (reply, rx) = oneshot::channel();
-        let job = WriteJob { ops: msg.0, reply };
+        let job = WriteJob {
+            ops: msg.0,
+            reply,
+            enqueued: Instant::now(),
+            behind_others: self.writer.as_ref().is_some_and(|w| !w.is_empty()),
+        };
         let sent = match &self.writer {
             Some(w) => w.try_send(job).map_err(|e| match e {
                 TrySendError::Full(_) => {
                     metrics::counter!("ruvector_overloaded_total", "reason" => "shard_write_queue")
                         .increment(1);
-                    EngineError::Overloaded("shard write queue is full".into())
+                    EngineError::Overloaded(Overload::WriteQueueFull)
                 }
-                TrySendError::Disconnected(_) => {
-                    EngineError::Overloaded("shard is shutting down".into())
-                }
+                TrySendError::Disconnected(_) => EngineError::Overloaded(Overload::ShardStopping),
             }),
-            None => Err(EngineError::Overloaded("shard is shutting down".into())),
+            None => Err(EngineError::Overloaded(Overload::ShardStopping)),
         };
         if let Some(w) = &self.writer {
             self.queue_depth.set(w.len() as f64);
@@ -264,29 +268,32 @@ impl Handler<ShardSearch> for ShardActor {
         let state = self.state.clone();
         let tuning = self.tuning;
         let timeout = self.search_timeout;
-        let submitted = self.pool.submit(Box::new(move || {
-            let q = &msg.0;
-            let t = Instant::now();
-            let (hits, path) = state.partition().search(
-                &PartitionQuery {
-                    vector: &q.vector,
-                    k: q.k,
-                    ef: q.ef,
-                    filter: q.filter.as_ref(),
-                    with_vector: q.with_vector,
-                    with_metadata: q.with_metadata,
-                },
-                &tuning,
-            );
-            let path = match path {
-                SearchPath::View => "view",
-                SearchPath::Graph => "graph",
-                SearchPath::Exact => "exact",
-            };
-            metrics::histogram!("ruvector_shard_search_seconds", "path" => path)
-                .record(t.elapsed().as_secs_f64());
-            let _ = tx.send(hits);
-        }));
+        let submitted = self.pool.submit(
+            Box::new(move || {
+                let q = &msg.0;
+                let t = Instant::now();
+                let (hits, path) = state.partition().search(
+                    &PartitionQuery {
+                        vector: &q.vector,
+                        k: q.k,
+                        ef: q.ef,
+                        filter: q.filter.as_ref(),
+                        with_vector: q.with_vector,
+                        with_metadata: q.with_metadata,
+                    },
+                    &tuning,
+                );
+                let path = match path {
+                    SearchPath::View => "view",
+                    SearchPath::Graph => "graph",
+                    SearchPath::Exact => "exact",
+                };
+                metrics::histogram!("ruvector_shard_search_seconds", "path" => path)
+                    .record(t.elapsed().as_secs_f64());
+                let _ = tx.send(hits);
+            }),
+            Instant::now() + timeout,
+        );
         Box::pin(async move {
             submitted?;
             match tokio::time::timeout(timeout, rx).await {

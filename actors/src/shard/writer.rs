@@ -20,6 +20,7 @@ use crate::config::StorageConfig;
 use crate::error::{EngineError, Result};
 use crate::hub::{Change, ChangeOp};
 use crate::index::hnsw::{Op, Partition};
+use crate::pool::QueueWait;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::storage::{snapshot, FsyncMode};
 use crate::types::{Metadata, Point};
@@ -48,6 +49,10 @@ pub type WriteOutcome = Vec<bool>;
 pub struct WriteJob {
     pub ops: Vec<WriteOp>,
     pub reply: oneshot::Sender<Result<WriteOutcome>>,
+    /// When it entered the writer's queue (its wait is a shed signal)…
+    pub enqueued: Instant,
+    /// …if other requests' writes were queued ahead of it.
+    pub behind_others: bool,
 }
 
 /// The hub's view of a batch, taken before it is applied (a delete reports what the point
@@ -126,6 +131,8 @@ pub(super) struct Writer {
     /// Set when the partition could not be rebuilt from disk after a failure: every write is
     /// refused with `unavailable` naming the reason, instead of running on a suspect partition.
     pub failed: Option<String>,
+    /// Where the time jobs waited in this writer's queue is recorded.
+    pub queue_wait: Arc<QueueWait>,
 }
 
 struct Rebuild {
@@ -151,6 +158,11 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let batch = self.gather(first);
+            let now = Instant::now();
+            for job in &batch {
+                self.queue_wait
+                    .record(now.duration_since(job.enqueued), job.behind_others);
+            }
             if let Some(reason) = &self.failed {
                 for job in batch {
                     let _ = job
