@@ -59,7 +59,10 @@ pub async fn start(
     std::fs::create_dir_all(&settings.storage.data_dir)?;
     let engine = Arbiter::new().handle();
     let router_engine = engine.clone();
-    let hub = Arc::new(Hub::new(settings.stream.replay_window));
+    let hub = Arc::new(Hub::new(
+        settings.stream.replay_window,
+        settings.stream.replay_window_bytes,
+    ));
     let router = Router::new(settings.engine(), router_engine.clone(), hub.clone())?;
     let pool = router.pool();
     let router = Router::start_in_arbiter(&engine, move |_| router);

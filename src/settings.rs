@@ -27,6 +27,7 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     pub keep_alive_ms: u64,
     pub client_request_timeout_ms: u64,
+    pub body_timeout_ms: u64,
     pub client_disconnect_timeout_ms: u64,
     pub max_connections: usize,
     pub drain_timeout_ms: u64,
@@ -47,6 +48,8 @@ pub struct StreamSettings {
     pub max_frame_bytes: usize,
     pub max_subscriptions: usize,
     pub replay_window: usize,
+    pub replay_window_bytes: usize,
+    pub max_control_frames_per_s: u32,
     pub close_grace_ms: u64,
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
+use crate::index::filter::FilterLimits;
 use crate::index::hnsw::SearchTuning;
 use crate::storage::FsyncMode;
 use crate::types::{HnswParams, Metric};
@@ -44,6 +45,25 @@ pub struct IndexConfig {
     pub max_points_per_request: usize,
     /// Most searches in one batch search request.
     pub max_batch_searches: usize,
+    /// Most collections (held-back ones included).
+    pub max_collections: usize,
+    /// Most shards over all collections: each holds an open log file and a writer thread.
+    pub max_total_shards: usize,
+    /// Most hits one request may ask for (the sum of `k` over a batch); beyond, 413.
+    pub max_request_hits: usize,
+    /// Most vector components one answer may carry (`k` × dimension over the searches that
+    /// ask `with_vector`); beyond, 413.
+    pub max_answer_floats: usize,
+    /// Largest metadata of one point, as serialized JSON bytes.
+    pub max_metadata_bytes: usize,
+    /// Deepest nesting of a point's metadata (objects and arrays).
+    pub max_metadata_depth: usize,
+    /// Most conditions in one filter (nested ones included).
+    pub max_filter_conditions: usize,
+    /// Most JSON values one filter may compare against (`match` and `any` elements).
+    pub max_filter_values: usize,
+    /// Deepest nesting of `must`/`should`/`must_not` in one filter.
+    pub max_filter_depth: usize,
     /// Rebuild a shard's graph when tombstones exceed this fraction of its slots…
     pub rebuild_tombstone_fraction: f64,
     /// …and there are at least this many of them.
@@ -97,6 +117,14 @@ impl IndexConfig {
         }
     }
 
+    pub fn filter_limits(&self) -> FilterLimits {
+        FilterLimits {
+            max_conditions: self.max_filter_conditions,
+            max_values: self.max_filter_values,
+            max_depth: self.max_filter_depth,
+        }
+    }
+
     pub fn tuning(&self) -> SearchTuning {
         SearchTuning {
             view_max_delta: self.view_max_delta,
@@ -126,6 +154,21 @@ impl EngineConfig {
         }
         if !(1..=100_000).contains(&i.max_k) {
             return fail("index.max_k", "must be 1..=100000");
+        }
+        for (key, v) in [
+            ("index.max_request_hits", i.max_request_hits),
+            ("index.max_collections", i.max_collections),
+            ("index.max_total_shards", i.max_total_shards),
+            ("index.max_answer_floats", i.max_answer_floats),
+            ("index.max_metadata_bytes", i.max_metadata_bytes),
+            ("index.max_metadata_depth", i.max_metadata_depth),
+            ("index.max_filter_conditions", i.max_filter_conditions),
+            ("index.max_filter_values", i.max_filter_values),
+            ("index.max_filter_depth", i.max_filter_depth),
+        ] {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
         }
         if i.max_batch_searches == 0 {
             return fail("index.max_batch_searches", "must be at least 1");

@@ -67,6 +67,8 @@ pub enum Overload {
     Mailbox(String),
     #[error("collection {0:?} is being deleted; retry shortly")]
     Deleting(String),
+    #[error("collection {0:?} is being created; retry shortly")]
+    Creating(String),
     #[error("shedding load: not accepting new streams")]
     RejectingStreams,
     #[error("shedding load")]
@@ -87,6 +89,7 @@ impl Overload {
             Overload::Stopping => "stopping",
             Overload::Mailbox(_) => "mailbox",
             Overload::Deleting(_) => "deleting",
+            Overload::Creating(_) => "creating",
             Overload::RejectingStreams => "rejecting_streams",
             Overload::Shedding => "shedding",
             Overload::TooManyStreams(_) => "max_streams",

@@ -49,6 +49,30 @@ pub struct Change {
     pub metadata: Option<Metadata>,
 }
 
+impl Change {
+    /// Roughly what the change holds in memory: its vector, its id and its metadata (each JSON
+    /// node costs a `Value` plus, in an object, a map entry).
+    pub fn approx_bytes(&self) -> usize {
+        fn value_bytes(v: &serde_json::Value) -> usize {
+            80 + match v {
+                serde_json::Value::String(s) => s.len(),
+                serde_json::Value::Array(a) => a.iter().map(value_bytes).sum(),
+                serde_json::Value::Object(m) => {
+                    m.iter().map(|(k, v)| k.len() + value_bytes(v)).sum()
+                }
+                _ => 0,
+            }
+        }
+        let meta: usize = self
+            .metadata
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| k.len() + value_bytes(v))
+            .sum();
+        64 + self.id.len() + self.vector.as_ref().map_or(0, |v| v.len() * 4) + meta
+    }
+}
+
 /// What a subscriber receives: one matching change.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -161,6 +185,8 @@ impl Sub {
 struct CollectionChanges {
     seq: u64,
     window: VecDeque<(u64, Arc<Change>)>,
+    /// Approximate bytes the window holds (see `Change::approx_bytes`).
+    window_bytes: usize,
     subs: HashMap<u64, Sub>,
     /// path -> value key -> subscriptions whose filter requires that value.
     by_key: HashMap<String, HashMap<String, Vec<u64>>>,
@@ -215,13 +241,15 @@ pub struct Hub {
     /// Each collection has its own lock: one collection's matching never holds up another's.
     collections: Mutex<HashMap<String, Arc<Mutex<CollectionChanges>>>>,
     window: usize,
+    /// Bound of one collection's window in bytes, besides its bound in changes.
+    window_bytes: usize,
     base: u64,
     next_id: AtomicU64,
 }
 
 impl Hub {
-    /// `window`: changes kept per collection for resume.
-    pub fn new(window: usize) -> Hub {
+    /// `window`: changes kept per collection for resume, and at most `window_bytes` of them.
+    pub fn new(window: usize, window_bytes: usize) -> Hub {
         let base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -229,6 +257,7 @@ impl Hub {
         Hub {
             collections: Mutex::new(HashMap::new()),
             window,
+            window_bytes,
             base,
             next_id: AtomicU64::new(1),
         }
@@ -266,10 +295,14 @@ impl Hub {
             let seq = c.seq;
             let change = Arc::new(change);
             if self.window > 0 {
-                if c.window.len() == self.window {
-                    c.window.pop_front();
-                }
+                c.window_bytes += change.approx_bytes();
                 c.window.push_back((seq, change.clone()));
+                while c.window.len() > self.window || c.window_bytes > self.window_bytes {
+                    match c.window.pop_front() {
+                        Some((_, old)) => c.window_bytes -= old.approx_bytes(),
+                        None => break,
+                    }
+                }
             }
             if c.subs.is_empty() {
                 continue;
@@ -431,7 +464,7 @@ mod tests {
 
     #[test]
     fn filters_are_indexed_and_matched_exactly() {
-        let hub = Hub::new(100);
+        let hub = Hub::new(100, usize::MAX);
         let red = sink(100);
         let any = sink(100);
         let f = Filter::parse(&json!({"color": "red", "size": 2})).unwrap();
@@ -460,7 +493,7 @@ mod tests {
 
     #[test]
     fn vector_queries_track_threshold_and_top_k() {
-        let hub = Hub::new(100);
+        let hub = Hub::new(100, usize::MAX);
         let near = sink(100);
         let q = StandingQuery::new(Metric::L2, Some(&[0.0, 0.0]), Some(2), Some(-5.0), None);
         hub.subscribe("c", q, vec![], near.clone(), None).unwrap();
@@ -493,7 +526,7 @@ mod tests {
 
     #[test]
     fn resume_replays_inside_the_window_and_resets_beyond() {
-        let hub = Hub::new(3);
+        let hub = Hub::new(3, usize::MAX);
         let start = hub.seq("c");
         for i in 0..5 {
             hub.publish("c", vec![upsert(&format!("p{i}"), &[0.0], json!({}))]);
@@ -521,7 +554,7 @@ mod tests {
 
     #[test]
     fn a_write_visits_only_the_subscriptions_indexed_under_its_values() {
-        let hub = Hub::new(10);
+        let hub = Hub::new(10, usize::MAX);
         let sinks: Vec<Arc<Collect>> = (0..10_000).map(|_| sink(10)).collect();
         for (i, s) in sinks.iter().enumerate() {
             let f = Filter::parse(&json!({"user": format!("u{i}")})).unwrap();
@@ -546,7 +579,7 @@ mod tests {
 
     #[test]
     fn a_full_sink_loses_its_subscription() {
-        let hub = Hub::new(0);
+        let hub = Hub::new(0, usize::MAX);
         let s = sink(1);
         let q = StandingQuery::new(Metric::L2, None, None, None, None);
         let (id, _) = hub.subscribe("c", q, vec![], s.clone(), None).unwrap();

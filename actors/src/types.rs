@@ -160,6 +160,44 @@ pub fn validate_vector(v: &[f32], dimension: usize, metric: Metric) -> Result<()
     Ok(())
 }
 
+/// Checks one point's metadata against the bounds: serialized size (counted, not built) and
+/// nesting depth. Metadata lives in memory as JSON values (~80 bytes a node), so a small bound
+/// on its text is what keeps one client's points from costing gigabytes.
+pub fn validate_metadata(m: &Metadata, max_bytes: usize, max_depth: usize) -> Result<()> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, m).map_err(|e| EngineError::invalid(format!("metadata: {e}")))?;
+    if n.0 > max_bytes {
+        return Err(EngineError::invalid(format!(
+            "metadata of {} bytes is over the limit of {max_bytes} bytes (index.max_metadata_bytes)",
+            n.0
+        )));
+    }
+    let d = 1 + m.values().map(depth).max().unwrap_or(0);
+    if d > max_depth {
+        return Err(EngineError::invalid(format!(
+            "metadata nested {d} levels deep; the limit is {max_depth} (index.max_metadata_depth)"
+        )));
+    }
+    Ok(())
+}
+
 /// A point as written by clients and read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {

@@ -1,11 +1,17 @@
-//! Request bodies: read with a size limit, parsed with serde_json, every failure a clear
-//! `invalid_argument` or `payload_too_large` (never actix's plain-text defaults).
+//! Request bodies: read with a size limit and a time limit, parsed with serde_json, every
+//! failure a clear `invalid_argument`, `payload_too_large` or 408 `timeout` (never actix's
+//! plain-text defaults). A request counts as in flight (a shed signal) only once its body is
+//! complete: a client trickling a body in is waiting on itself, not loading the server.
 
 use actix_web::web;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use std::time::Duration;
+
 use super::error::ApiError;
+use super::AppState;
+use crate::supervise::InFlight;
 
 /// An oversized body is still read (and dropped) up to this many times the limit, so the client
 /// gets to see our 413 instead of a reset connection; past it the connection is cut.
@@ -34,13 +40,22 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::B
     Ok(buf)
 }
 
-/// Reads and parses a JSON body.
+/// Reads and parses a JSON body within `server.max_body_bytes` and `server.body_timeout_ms`;
+/// the request is counted in flight from then on (hold the guard until the answer is built).
 pub async fn read_json<T: DeserializeOwned>(
+    state: &AppState,
     payload: web::Payload,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let bytes = read_body(payload, limit).await?;
-    parse_json(&bytes)
+) -> Result<(T, InFlight), ApiError> {
+    let s = &state.settings.server;
+    let ms = s.body_timeout_ms;
+    let bytes = tokio::time::timeout(
+        Duration::from_millis(ms),
+        read_body(payload, s.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout(ms))??;
+    let busy = state.supervisor.begin();
+    Ok((parse_json(&bytes)?, busy))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

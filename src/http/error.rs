@@ -18,6 +18,12 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request body did not arrive within `server.body_timeout_ms`.
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
+    /// The answer a request asks for would be too large to build.
+    #[error("{0}")]
+    AnswerTooLarge(String),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -34,7 +40,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Engine(e) => e.code(),
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::PayloadTooLarge(_) | ApiError::AnswerTooLarge(_) => "payload_too_large",
+            ApiError::BodyTimeout(_) => "timeout",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -55,7 +62,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::AnswerTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

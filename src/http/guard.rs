@@ -23,7 +23,7 @@ use crate::supervise::Class;
 pub enum Access {
     /// Health probes: no credentials, no admission.
     Open,
-    /// `/metrics`: `admin` when `auth.metrics_admin` is on, open otherwise.
+    /// `/metrics`: `admin` when auth is on and `auth.metrics_admin` (the default), open otherwise.
     Metrics,
     /// A scope and the rate-limit class the request is counted in.
     Needs(Scope, Class),
@@ -70,7 +70,8 @@ fn check(
 ) -> Result<Option<Arc<Principal>>, ApiError> {
     let (scope, class) = match access {
         Access::Open => return Ok(None),
-        Access::Metrics if !app.auth.metrics_admin => return Ok(None),
+        // Scrapes are never rate-limited; with auth on they need `admin` (by default).
+        Access::Metrics if !app.auth.metrics_admin || !app.auth.enabled() => return Ok(None),
         Access::Metrics => (Scope::Admin, Class::Read),
         Access::Needs(scope, class) => (scope, class),
     };
@@ -100,7 +101,9 @@ where
         Some(app) => check(app, access, &req),
         None => Ok(None),
     };
-    let inflight = app.map(|app| app.supervisor.begin());
+    // A request with a body counts in flight once its body is complete (`body::read_json`).
+    let has_body = matches!(*req.method(), Method::PUT | Method::POST | Method::PATCH);
+    let inflight = app.filter(|_| !has_body).map(|app| app.supervisor.begin());
     let next = match verdict {
         Ok(principal) => {
             if let Some(p) = principal {

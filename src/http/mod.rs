@@ -145,7 +145,17 @@ where
     >,
 {
     let t = Instant::now();
-    let method = req.method().to_string();
+    // A bounded label set: any other token a client sends as a method is `other`.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let fut = srv.call(req);
     async move {
         let res = fut.await?;
@@ -154,7 +164,7 @@ where
             .match_pattern()
             .unwrap_or_else(|| "unmatched".into());
         let status = res.status().as_u16().to_string();
-        metrics::counter!("ruvector_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        metrics::counter!("ruvector_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
             .increment(1);
         metrics::histogram!("ruvector_http_request_duration_seconds", "route" => route, "method" => method)
             .record(t.elapsed().as_secs_f64());

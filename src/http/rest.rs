@@ -18,6 +18,7 @@ use ruvector_actors::shard::WriteOp;
 use ruvector_actors::types::{Hit, Metadata, Metric};
 use ruvector_actors::EngineError;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::body::read_json;
@@ -58,10 +59,6 @@ pub(crate) async fn deadline<T>(
         .map_err(|_| ApiError::from(EngineError::Timeout(ms)))?
 }
 
-fn limit(state: &AppState) -> usize {
-    state.settings.server.max_body_bytes
-}
-
 // ---------- collections ----------
 
 #[derive(Deserialize)]
@@ -85,7 +82,7 @@ pub async fn create_collection(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    let body: CreateBody = read_json(payload, limit(&state)).await?;
+    let (body, _busy): (CreateBody, _) = read_json(&state, payload).await?;
     let hnsw = body.hnsw.unwrap_or_default();
     let options = CollectionOptions {
         dimension: body.dimension,
@@ -154,15 +151,30 @@ pub async fn delete_collection(
 pub struct PointBody {
     pub id: Option<Value>,
     pub vector: Vec<f32>,
+    /// Kept as text until its size is checked: parsed JSON costs ~40x its text in memory.
     #[serde(default)]
-    pub metadata: Option<Value>,
+    pub metadata: Option<Box<RawValue>>,
 }
 
-fn metadata_of(v: Option<Value>) -> Result<Option<Metadata>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(ApiError::invalid("metadata must be a JSON object")),
+/// A point's metadata from its JSON text: refused past `max_bytes` before it is parsed (the
+/// engine checks the parsed form again, depth included, on every write path).
+pub(crate) fn metadata_of(
+    raw: Option<&RawValue>,
+    max_bytes: usize,
+) -> Result<Option<Metadata>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    if text.len() > max_bytes {
+        return Err(ApiError::invalid(format!(
+            "metadata of {} bytes is over the limit of {max_bytes} bytes (index.max_metadata_bytes)",
+            text.len()
+        )));
+    }
+    match serde_json::from_str(text) {
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        Ok(_) => Err(ApiError::invalid("metadata must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(format!("metadata: {e}"))),
     }
 }
 
@@ -174,7 +186,10 @@ fn id_of(v: Option<Value>) -> Result<String, ApiError> {
     }
 }
 
-pub(crate) fn upserts(points: Vec<PointBody>) -> Result<(Vec<String>, Vec<WriteOp>), ApiError> {
+pub(crate) fn upserts(
+    points: Vec<PointBody>,
+    max_metadata_bytes: usize,
+) -> Result<(Vec<String>, Vec<WriteOp>), ApiError> {
     if points.is_empty() {
         return Err(ApiError::invalid("points must not be empty"));
     }
@@ -186,7 +201,7 @@ pub(crate) fn upserts(points: Vec<PointBody>) -> Result<(Vec<String>, Vec<WriteO
         ops.push(WriteOp::Upsert {
             id,
             vector: p.vector,
-            metadata: metadata_of(p.metadata)?,
+            metadata: metadata_of(p.metadata.as_deref(), max_metadata_bytes)?,
         });
     }
     Ok((ids, ops))
@@ -220,8 +235,8 @@ pub async fn upsert_points(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    let body: UpsertBody = read_json(payload, limit(&state)).await?;
-    let (ids, ops) = upserts(body.points)?;
+    let (body, _busy): (UpsertBody, _) = read_json(&state, payload).await?;
+    let (ids, ops) = upserts(body.points, state.settings.index.max_metadata_bytes)?;
     write(&state, caller.internal(&name)?, ops, None).await?;
     Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
 }
@@ -239,7 +254,7 @@ pub async fn get_point(
 
 #[derive(Deserialize)]
 struct PatchBody {
-    metadata: Value,
+    metadata: Box<RawValue>,
 }
 
 pub async fn patch_point(
@@ -250,8 +265,12 @@ pub async fn patch_point(
 ) -> ApiResult {
     let (name, id) = path.into_inner();
     let name = caller.internal(&name)?;
-    let body: PatchBody = read_json(payload, limit(&state)).await?;
-    let patch = metadata_of(Some(body.metadata))?.unwrap_or_default();
+    let (body, _busy): (PatchBody, _) = read_json(&state, payload).await?;
+    let patch = metadata_of(
+        Some(&body.metadata),
+        state.settings.index.max_metadata_bytes,
+    )?
+    .unwrap_or_default();
     let existed = write(
         &state,
         name.clone(),
@@ -316,7 +335,7 @@ pub struct SearchBody {
 pub fn resolve_search(c: &Collection, b: SearchBody) -> Result<SearchRequest, ApiError> {
     let filter = match b.filter {
         None | Some(Value::Null) => None,
-        Some(f) => Some(Filter::parse(&f)?),
+        Some(f) => Some(Filter::parse_with(&f, c.limits().filter_limits())?),
     };
     let given = [b.vector.is_some(), b.query.is_some(), b.id.is_some()]
         .iter()
@@ -409,7 +428,35 @@ async fn search_in(
 ) -> Result<Vec<Hit>, ApiError> {
     let c = ask(state, Lookup(collection)).await??;
     let request = resolve_search(&c, body)?;
+    answer_budget(&c, std::slice::from_ref(&request))?;
     run_search(state, c, request).await
+}
+
+/// Refuses (413) a request whose whole answer would pass `index.max_request_hits` hits or
+/// `index.max_answer_floats` vector components: a REST answer is built whole, so its size is
+/// the server's memory. (Streams send hit by hit and need no such bound.)
+fn answer_budget(c: &Collection, requests: &[SearchRequest]) -> Result<(), ApiError> {
+    let limits = c.limits();
+    let hits: usize = requests.iter().map(|r| r.k).sum();
+    let floats: usize = requests
+        .iter()
+        .filter(|r| r.with_vector)
+        .map(|r| r.k.saturating_mul(c.spec.dimension))
+        .sum();
+    if hits > limits.max_request_hits {
+        return Err(ApiError::AnswerTooLarge(format!(
+            "the request asks for {hits} hits; at most {} per request (index.max_request_hits)",
+            limits.max_request_hits
+        )));
+    }
+    if floats > limits.max_answer_floats {
+        return Err(ApiError::AnswerTooLarge(format!(
+            "the answer would carry {floats} vector components; at most {} per request \
+             (index.max_answer_floats): ask fewer hits or with_vector false",
+            limits.max_answer_floats
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn took_ms(t: Instant) -> f64 {
@@ -423,7 +470,7 @@ pub async fn search_points(
     payload: web::Payload,
 ) -> ApiResult {
     let t = Instant::now();
-    let body: SearchBody = read_json(payload, limit(&state)).await?;
+    let (body, _busy): (SearchBody, _) = read_json(&state, payload).await?;
     let hits = search_in(&state, caller.internal(&name)?, body).await?;
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
 }
@@ -440,7 +487,7 @@ pub async fn search_batch(
     payload: web::Payload,
 ) -> ApiResult {
     let t = Instant::now();
-    let body: BatchBody = read_json(payload, limit(&state)).await?;
+    let (body, _busy): (BatchBody, _) = read_json(&state, payload).await?;
     let max = state.settings.index.max_batch_searches;
     if body.searches.is_empty() || body.searches.len() > max {
         return Err(ApiError::invalid(format!(
@@ -454,6 +501,7 @@ pub async fn search_batch(
             .map_err(|e| ApiError::invalid(format!("searches[{i}]: {e}")))?;
         requests.push(resolve_search(&c, b)?);
     }
+    answer_budget(&c, &requests)?;
     let all = futures_util::future::try_join_all(
         requests
             .into_iter()
@@ -481,7 +529,7 @@ struct InsertBody {
     collection: Option<String>,
     id: Option<Value>,
     vector: Option<Vec<f32>>,
-    metadata: Option<Value>,
+    metadata: Option<Box<RawValue>>,
     vectors: Option<Vec<PointBody>>,
 }
 
@@ -490,7 +538,7 @@ pub async fn short_insert(
     caller: Caller,
     payload: web::Payload,
 ) -> ApiResult {
-    let body: InsertBody = read_json(payload, limit(&state)).await?;
+    let (body, _busy): (InsertBody, _) = read_json(&state, payload).await?;
     let points = match (body.vector, body.vectors) {
         (Some(vector), None) => vec![PointBody {
             id: body.id,
@@ -505,7 +553,7 @@ pub async fn short_insert(
         }
     };
     let dimension = points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
-    let (ids, ops) = upserts(points)?;
+    let (ids, ops) = upserts(points, state.settings.index.max_metadata_bytes)?;
     let collection = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     write(&state, collection, ops, dimension).await?;
     Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
@@ -517,7 +565,7 @@ pub async fn short_search(
     payload: web::Payload,
 ) -> ApiResult {
     let t = Instant::now();
-    let body: SearchBody = read_json(payload, limit(&state)).await?;
+    let (body, _busy): (SearchBody, _) = read_json(&state, payload).await?;
     let collection = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     let hits = search_in(&state, collection, body).await?;
     Ok(HttpResponse::Ok().json(search_answer(&hits, t)))

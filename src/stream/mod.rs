@@ -240,11 +240,18 @@ pub async fn is_ws_request(io: &TcpStream, timeout: Duration) -> bool {
         if n == buf.len() {
             return matches!(buf[WS_PATH.len()], b' ' | b'?');
         }
-        // A request line split across packets: wait for the rest.
-        if Instant::now() >= deadline {
+        // A request line split across packets: wait for more bytes. Peeking leaves the socket
+        // readable, so its readiness is cleared first and the wait is on the next arrival (not
+        // a timer: 2,000 sockets that sent `G` once cost 0.7 cores polled every 2 ms).
+        let _ = io.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+        if tokio::time::timeout_at(deadline.into(), io.readable())
+            .await
+            .is_err()
+        {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

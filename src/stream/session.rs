@@ -159,11 +159,26 @@ pub struct Session {
     last_seen: Instant,
     last_ping: Instant,
     last_progress: Instant,
+    /// A pong is queued and not yet written: another ping needs no second one.
+    pong_queued: bool,
+    /// Control frames (pings, pongs) received in the current one-second window.
+    control_frames: u32,
+    control_window: Instant,
     closing: Option<Instant>,
     /// The peer sent its close frame.
     peer_closed: bool,
     draining: bool,
     done: bool,
+}
+
+/// First byte of a server pong frame (FIN + opcode 0xA).
+const PONG_FIRST_BYTE: u8 = 0x8A;
+/// What one queued frame costs beyond its bytes (the `Bytes` handle, its allocation, its queue
+/// slot): a 2-byte pong is not free, so it is not counted as 2 bytes.
+const FRAME_OVERHEAD: usize = 96;
+
+fn cost(f: &Bytes) -> usize {
+    f.len() + FRAME_OVERHEAD
 }
 
 impl Session {
@@ -204,6 +219,9 @@ impl Session {
             last_seen: now,
             last_ping: now,
             last_progress: now,
+            pong_queued: false,
+            control_frames: 0,
+            control_window: now,
             closing: None,
             peer_closed: false,
             draining: false,
@@ -226,6 +244,7 @@ impl Session {
         self.draining
             || self.inflight >= self.cfg().max_inflight
             || self.out_bytes >= self.cfg().max_outbound_bytes / 2
+            || self.out.len() >= self.cfg().max_outbound_messages / 2
     }
 
     fn pause(&mut self, ctx: &mut Context<Self>) {
@@ -370,10 +389,20 @@ impl Session {
             }
             Incoming::Binary => self.binary(),
             Incoming::Ping(p) => {
-                let f = wire::control_frame(Control::Pong, p);
-                self.enqueue(f, "ws_pong");
+                if self.control_flood(ctx) {
+                    return;
+                }
+                // One pending pong answers every ping before it (RFC 6455 §5.5.3 allows
+                // answering only the most recent), so a ping flood queues nothing more.
+                if !self.pong_queued {
+                    self.pong_queued = true;
+                    let f = wire::control_frame(Control::Pong, p);
+                    self.enqueue(f, "ws_pong");
+                }
             }
-            Incoming::Pong => {}
+            Incoming::Pong => {
+                self.control_flood(ctx);
+            }
             Incoming::Close(code) => {
                 self.peer_closed = true;
                 self.close(code.unwrap_or(close::NORMAL), "", ctx);
@@ -409,6 +438,23 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Counts a control frame; a stream past `stream.max_control_frames_per_s` is closed with
+    /// 1008 (it does nothing but cost the server).
+    fn control_flood(&mut self, ctx: &mut Context<Self>) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.control_window) >= Duration::from_secs(1) {
+            self.control_window = now;
+            self.control_frames = 0;
+        }
+        self.control_frames += 1;
+        if self.control_frames > self.cfg().max_control_frames_per_s {
+            metrics::counter!("ruvector_stream_abuse_closes_total").increment(1);
+            self.close(close::POLICY, "control frame flood", ctx);
+            return true;
+        }
+        false
     }
 
     fn binary(&mut self) {
@@ -653,7 +699,7 @@ impl Session {
         let app = self.app.clone();
         let fut = async move {
             let dimension = i.points.first().map(|p| p.vector.len()).filter(|d| *d > 0);
-            let (ids, ops) = rest::upserts(i.points)?;
+            let (ids, ops) = rest::upserts(i.points, app.settings.index.max_metadata_bytes)?;
             rest::write(&app, collection, ops, dimension).await?;
             Ok(json!({"type": "ack", "id": null, "ids": ids}))
         };
@@ -740,7 +786,7 @@ impl Session {
         if self.out.is_empty() {
             self.last_progress = Instant::now();
         }
-        self.queued(f.len() as isize);
+        self.queued(cost(&f) as isize);
         self.out.push_back(f);
     }
 
@@ -817,13 +863,18 @@ impl Session {
                     return;
                 }
                 Ok(mut written) => {
-                    self.last_progress = Instant::now();
                     while written > 0 {
                         let Some(front) = self.out.front() else { break };
                         let left = front.len() - self.front_off;
                         if written >= left {
                             written -= left;
-                            let n = front.len() as isize;
+                            // Progress is a whole frame out: a client reading a byte a
+                            // second does not keep its write timeout fresh.
+                            self.last_progress = Instant::now();
+                            if front.first() == Some(&PONG_FIRST_BYTE) {
+                                self.pong_queued = false;
+                            }
+                            let n = cost(front) as isize;
                             self.queued(-n);
                             self.front_off = 0;
                             self.out.pop_front();
@@ -897,11 +948,11 @@ impl Session {
         };
         while self.out.len() > keep {
             if let Some(f) = self.out.pop_back() {
-                self.queued(-(f.len() as isize));
+                self.queued(-(cost(&f) as isize));
             }
         }
         let f = wire::close_frame(code, reason);
-        self.queued(f.len() as isize);
+        self.queued(cost(&f) as isize);
         self.out.push_back(f);
         self.closing = Some(Instant::now());
         let grace = Duration::from_millis(self.cfg().close_grace_ms);
@@ -939,7 +990,7 @@ pub(crate) async fn prepare_subscription(
     let c = rest::ask(app, Lookup(s.collection.clone())).await??;
     let filter = match &s.filter {
         None | Some(Value::Null) => None,
-        Some(f) => Some(Filter::parse(f)?),
+        Some(f) => Some(Filter::parse_with(f, c.limits().filter_limits())?),
     };
     if let Some(v) = &s.vector {
         validate_vector(v, c.spec.dimension, c.spec.metric)?;

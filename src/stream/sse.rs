@@ -70,7 +70,7 @@ pub async fn search_post(
     caller: Caller,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: SearchBody = read_json(payload, app.settings.server.max_body_bytes).await?;
+    let (body, _busy): (SearchBody, _) = read_json(&app, payload).await?;
     search(app, caller, body).await
 }
 

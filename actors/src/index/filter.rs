@@ -13,9 +13,65 @@ use crate::error::{EngineError, Result};
 use crate::types::Metadata;
 
 /// Deepest nesting of filters accepted (guards the evaluator's recursion).
-const MAX_DEPTH: usize = 8;
-/// Most conditions accepted in one filter.
-const MAX_CONDITIONS: usize = 256;
+/// What one filter may cost (from `[index]`): a filter is matched against every candidate
+/// point of a search and every write a standing query sees, so its size is the bound of that
+/// work.
+#[derive(Debug, Clone, Copy)]
+pub struct FilterLimits {
+    pub max_conditions: usize,
+    /// JSON values compared against: every `match` value and every `any` element, counted as
+    /// the nodes they hold.
+    pub max_values: usize,
+    pub max_depth: usize,
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        FilterLimits {
+            max_conditions: 256,
+            max_values: 1024,
+            max_depth: 8,
+        }
+    }
+}
+
+/// How much of the limits a parse has used.
+struct Budget {
+    limits: FilterLimits,
+    conditions: usize,
+    values: usize,
+}
+
+impl Budget {
+    fn condition(&mut self) -> Result<()> {
+        self.conditions += 1;
+        if self.conditions > self.limits.max_conditions {
+            return Err(bad(format!(
+                "more than {} conditions",
+                self.limits.max_conditions
+            )));
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, v: &Value) -> Result<()> {
+        fn nodes(v: &Value) -> usize {
+            1 + match v {
+                Value::Array(a) => a.iter().map(nodes).sum(),
+                Value::Object(m) => m.values().map(nodes).sum(),
+                _ => 0,
+            }
+        }
+        self.values += nodes(v);
+        if self.values > self.limits.max_values {
+            return Err(bad(format!(
+                "a filter may compare against at most {} values",
+                self.limits.max_values
+            )));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
@@ -55,15 +111,28 @@ fn bad(msg: impl Into<String>) -> EngineError {
 }
 
 impl Filter {
-    /// Parses a filter from its JSON form; every mistake is an `invalid_argument`.
+    /// Parses a filter from its JSON form under the default limits.
     pub fn parse(v: &Value) -> Result<Filter> {
-        let mut count = 0;
-        Self::parse_at(v, 0, &mut count)
+        Self::parse_with(v, FilterLimits::default())
     }
 
-    fn parse_at(v: &Value, depth: usize, count: &mut usize) -> Result<Filter> {
-        if depth > MAX_DEPTH {
-            return Err(bad(format!("nested deeper than {MAX_DEPTH} levels")));
+    /// Parses a filter from its JSON form; every mistake, and a filter past `limits`, is an
+    /// `invalid_argument`.
+    pub fn parse_with(v: &Value, limits: FilterLimits) -> Result<Filter> {
+        let mut budget = Budget {
+            limits,
+            conditions: 0,
+            values: 0,
+        };
+        Self::parse_at(v, 0, &mut budget)
+    }
+
+    fn parse_at(v: &Value, depth: usize, count: &mut Budget) -> Result<Filter> {
+        if depth > count.limits.max_depth {
+            return Err(bad(format!(
+                "nested deeper than {} levels",
+                count.limits.max_depth
+            )));
         }
         let obj = v
             .as_object()
@@ -76,10 +145,10 @@ impl Filter {
             // Flat form: every key equals its value.
             let mut must = Vec::with_capacity(obj.len());
             for (k, val) in obj {
-                *count += 1;
+                count.condition()?;
+                count.values(val)?;
                 must.push(Condition::Match(parse_key(k)?, val.clone()));
             }
-            check_count(*count)?;
             return Ok(Filter {
                 must,
                 should: vec![],
@@ -92,8 +161,7 @@ impl Filter {
                 Some(Value::Array(items)) => items
                     .iter()
                     .map(|c| {
-                        *count += 1;
-                        check_count(*count)?;
+                        count.condition()?;
                         parse_condition(c, depth, count)
                     })
                     .collect(),
@@ -124,14 +192,6 @@ impl Filter {
     }
 }
 
-fn check_count(n: usize) -> Result<()> {
-    if n > MAX_CONDITIONS {
-        Err(bad(format!("more than {MAX_CONDITIONS} conditions")))
-    } else {
-        Ok(())
-    }
-}
-
 fn parse_key(k: &str) -> Result<Vec<String>> {
     if k.is_empty() || k.split('.').any(str::is_empty) {
         return Err(bad(format!("key {k:?} is not a dotted path")));
@@ -145,7 +205,7 @@ fn parse_number(v: &Value, what: &str) -> Result<f64> {
         .ok_or_else(|| bad(format!("range bound {what:?} must be a number")))
 }
 
-fn parse_condition(c: &Value, depth: usize, count: &mut usize) -> Result<Condition> {
+fn parse_condition(c: &Value, depth: usize, count: &mut Budget) -> Result<Condition> {
     let obj = c
         .as_object()
         .ok_or_else(|| bad("a condition must be a JSON object"))?;
@@ -174,7 +234,10 @@ fn parse_condition(c: &Value, depth: usize, count: &mut usize) -> Result<Conditi
         ));
     }
     match ops[0] {
-        "match" => Ok(Condition::Match(key, obj["match"].clone())),
+        "match" => {
+            count.values(&obj["match"])?;
+            Ok(Condition::Match(key, obj["match"].clone()))
+        }
         "range" => {
             let r = obj["range"]
                 .as_object()
@@ -196,7 +259,10 @@ fn parse_condition(c: &Value, depth: usize, count: &mut usize) -> Result<Conditi
             Ok(Condition::Range(key, range))
         }
         "any" => match &obj["any"] {
-            Value::Array(vs) => Ok(Condition::Any(key, vs.clone())),
+            Value::Array(vs) => {
+                count.values(&obj["any"])?;
+                Ok(Condition::Any(key, vs.clone()))
+            }
             _ => Err(bad("\"any\" must be an array")),
         },
         _ => match &obj["exists"] {

@@ -15,7 +15,8 @@ use crate::index::distance::to_graph_form;
 use crate::index::filter::Filter;
 use crate::shard::{ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite, WriteOp};
 use crate::types::{
-    validate_point_id, validate_vector, CollectionSpec, Hit, HnswParams, Metric, Point,
+    validate_metadata, validate_point_id, validate_vector, CollectionSpec, Hit, HnswParams,
+    Metadata, Metric, Point,
 };
 
 pub struct ShardHandle {
@@ -103,14 +104,53 @@ impl Collection {
         }
         for op in ops {
             match op {
-                WriteOp::Upsert { id, vector, .. } => {
+                WriteOp::Upsert {
+                    id,
+                    vector,
+                    metadata,
+                } => {
                     validate_point_id(id)?;
                     validate_vector(vector, self.spec.dimension, self.spec.metric)?;
+                    if let Some(m) = metadata {
+                        self.check_metadata(m)?;
+                    }
                 }
-                WriteOp::Delete { id } | WriteOp::Patch { id, .. } => validate_point_id(id)?,
+                WriteOp::Patch { id, patch } => {
+                    validate_point_id(id)?;
+                    self.check_metadata(patch)?;
+                    // The merged result is bounded too (checked against the point as it is now).
+                    if let Ok(Point {
+                        metadata: Some(mut merged),
+                        ..
+                    }) = self.get(id)
+                    {
+                        for (k, v) in patch {
+                            if v.is_null() {
+                                merged.remove(k);
+                            } else {
+                                merged.insert(k.clone(), v.clone());
+                            }
+                        }
+                        self.check_metadata(&merged)?;
+                    }
+                }
+                WriteOp::Delete { id } => validate_point_id(id)?,
             }
         }
         Ok(())
+    }
+
+    /// The index limits this collection's requests are held to.
+    pub fn limits(&self) -> &IndexConfig {
+        &self.limits
+    }
+
+    fn check_metadata(&self, m: &Metadata) -> Result<()> {
+        validate_metadata(
+            m,
+            self.limits.max_metadata_bytes,
+            self.limits.max_metadata_depth,
+        )
     }
 
     /// Applies ops durably; per op, whether its target existed (always true for upserts).

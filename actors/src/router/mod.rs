@@ -5,6 +5,7 @@
 //! temporary name and renamed, so a crash never leaves half a definition.
 
 pub mod collection;
+mod create;
 pub mod repair;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,7 @@ use futures_util::future::join_all;
 use crate::pool::SearchPool;
 use collection::ShardHandle;
 pub use collection::{Collection, CollectionInfo, Ranked, SearchRequest};
+use create::move_to_trash;
 
 use crate::config::{EngineConfig, IndexConfig};
 use crate::error::{EngineError, Overload, Result};
@@ -92,6 +94,10 @@ pub struct Router {
     /// them answer `unavailable` until `ruvector-streaming repair` or a delete.
     held: HashMap<String, String>,
     deleting: HashSet<String>,
+    /// Names being created (reserved until installed), with the requests waiting for them:
+    /// a client's pipelined frames (insert creating a collection, then a search) keep their
+    /// order although creation runs off this actor's thread.
+    creating: HashMap<String, Vec<Waiter>>,
     loaded: bool,
 }
 
@@ -163,6 +169,7 @@ impl Router {
             collections: HashMap::new(),
             held: HashMap::new(),
             deleting: HashSet::new(),
+            creating: HashMap::new(),
             loaded: false,
         })
     }
@@ -242,11 +249,60 @@ impl Router {
         })
     }
 
+    /// Creates a collection (or finds the identical one). The checks run here; the disk work
+    /// and the opening of its shards run on a blocking thread, so the router keeps answering
+    /// lookups meanwhile; the name is reserved until it is installed.
     fn create(
         &mut self,
         name: &str,
         options: &CollectionOptions,
-    ) -> Result<(Arc<Collection>, bool)> {
+    ) -> ResponseActFuture<Self, Result<(Arc<Collection>, bool)>> {
+        let spec = match self.plan_create(name, options) {
+            Ok(Planned::Exists(c)) => return Box::pin(fut::ready(Ok((c, false)))),
+            Ok(Planned::New(spec)) => spec,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        self.creating.insert(name.to_owned(), Vec::new());
+        let (cfg, pool, hub) = (self.cfg.clone(), self.pool.clone(), self.hub.clone());
+        let root = collections_dir(&self.cfg);
+        let job_spec = spec.clone();
+        let work =
+            tokio::task::spawn_blocking(move || create::build(&cfg, &root, &job_spec, &pool, &hub));
+        let name = name.to_owned();
+        Box::pin(
+            async move {
+                work.await
+                    .map_err(|e| EngineError::Internal(e.to_string()))?
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let waiters = act.creating.remove(&name).unwrap_or_default();
+                let (dir, opened) = match res {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for w in waiters {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                        return Err(e);
+                    }
+                };
+                tracing::info!(
+                    collection = %name,
+                    dimension = spec.dimension,
+                    metric = spec.metric.as_str(),
+                    shards = spec.shards,
+                    "collection created"
+                );
+                let c = act.install(spec, dir, opened);
+                for w in waiters {
+                    let _ = w.send(Ok(c.clone()));
+                }
+                Ok((c, true))
+            }),
+        )
+    }
+
+    fn plan_create(&self, name: &str, options: &CollectionOptions) -> Result<Planned> {
         self.ready()?;
         if let Some(reason) = self.held.get(name) {
             return Err(held_error(name, reason));
@@ -254,7 +310,7 @@ impl Router {
         let spec = self.resolve_spec(name, options)?;
         if let Some(existing) = self.collections.get(name) {
             return if existing.spec == spec {
-                Ok((existing.clone(), false))
+                Ok(Planned::Exists(existing.clone()))
             } else {
                 Err(EngineError::AlreadyExists(format!(
                     "collection {name:?} exists with a different definition"
@@ -264,52 +320,58 @@ impl Router {
         if self.deleting.contains(name) {
             return Err(EngineError::Overloaded(Overload::Deleting(name.to_owned())));
         }
-        let root = collections_dir(&self.cfg);
-        let dir = root.join(name);
-        if dir.exists() {
-            // Not a collection we know (no definition was readable at start): out of the way.
-            move_to_trash(&root, &dir)?;
+        if self.creating.contains_key(name) {
+            return Err(EngineError::Overloaded(Overload::Creating(name.to_owned())));
         }
-        let staging = root.join(format!(".new-{name}"));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
+        let d = &self.cfg.index;
+        let count = self.collections.len() + self.held.len() + self.creating.len();
+        if count >= d.max_collections {
+            return Err(EngineError::invalid(format!(
+                "at most {} collections (index.max_collections)",
+                d.max_collections
+            )));
         }
-        std::fs::create_dir_all(&staging)?;
-        // Every shard directory exists before the collection does: at load, a missing one is
-        // damage, never a collection caught half-created.
-        for i in 0..spec.shards {
-            std::fs::create_dir_all(shard_dir(&staging, i))?;
+        let shards: usize = self.collections.values().map(|c| c.spec.shards).sum();
+        if shards + spec.shards > d.max_total_shards {
+            return Err(EngineError::invalid(format!(
+                "{} shards are open and this collection needs {}: at most {} in all \
+                 (index.max_total_shards: each shard holds a log file and a writer thread)",
+                shards, spec.shards, d.max_total_shards
+            )));
         }
-        write_spec(&staging, &spec)?;
-        std::fs::rename(&staging, &dir)?;
-        sync_dir(&root)?;
-        let opened = open_collection(&self.cfg, &dir, &spec, &self.pool, &self.hub)?;
-        tracing::info!(
-            collection = name,
-            dimension = spec.dimension,
-            metric = spec.metric.as_str(),
-            shards = spec.shards,
-            "collection created"
-        );
-        Ok((self.install(spec, dir, opened), true))
+        Ok(Planned::New(spec))
     }
+}
+
+/// A request waiting for a collection being created.
+type Waiter = tokio::sync::oneshot::Sender<Result<Arc<Collection>>>;
+
+impl Router {
+    /// For a name being created: a future of the collection once it is installed.
+    fn wait_created(
+        &mut self,
+        name: &str,
+    ) -> Option<impl std::future::Future<Output = Result<Arc<Collection>>> + 'static> {
+        let waiters = self.creating.get_mut(name)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        waiters.push(tx);
+        Some(async move {
+            rx.await
+                .map_err(|_| EngineError::Internal("collection creation was abandoned".into()))?
+        })
+    }
+}
+
+/// What a create request comes to.
+enum Planned {
+    Exists(Arc<Collection>),
+    New(CollectionSpec),
 }
 
 fn held_error(name: &str, reason: &str) -> EngineError {
     EngineError::Unavailable(format!(
         "collection {name:?} is held back after damage found at start: {reason}"
     ))
-}
-
-/// Deletes a collection directory crash-safely: renamed to a `.trash-` name first (and the
-/// rename made durable), so a crash mid-delete leaves a name that the next start removes,
-/// never half a collection under its own name.
-fn move_to_trash(root: &Path, dir: &Path) -> std::io::Result<()> {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-    let trash = root.join(format!(".trash-{name}-{:016x}", rand_u64()));
-    std::fs::rename(dir, &trash)?;
-    sync_dir(root)?;
-    std::fs::remove_dir_all(&trash)
 }
 
 fn rand_u64() -> u64 {
@@ -397,11 +459,13 @@ impl Handler<LoadAll> for Router {
 }
 
 impl Handler<CreateCollection> for Router {
-    type Result = Result<(CollectionInfo, bool)>;
+    type Result = ResponseActFuture<Self, Result<(CollectionInfo, bool)>>;
 
     fn handle(&mut self, msg: CreateCollection, _: &mut Self::Context) -> Self::Result {
-        self.create(&msg.name, &msg.options)
-            .map(|(c, created)| (c.info(), created))
+        Box::pin(
+            self.create(&msg.name, &msg.options)
+                .map(|res, _, _| res.map(|(c, created)| (c.info(), created))),
+        )
     }
 }
 
@@ -470,30 +534,38 @@ impl Handler<ListCollections> for Router {
 }
 
 impl Handler<Lookup> for Router {
-    type Result = Result<Arc<Collection>>;
+    type Result = ResponseFuture<Result<Arc<Collection>>>;
 
     fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
-        self.lookup(&msg.0)
+        match self.wait_created(&msg.0) {
+            Some(created) => Box::pin(created),
+            None => Box::pin(std::future::ready(self.lookup(&msg.0))),
+        }
     }
 }
 
 impl Handler<RouteWrite> for Router {
-    type Result = ResponseFuture<Result<Vec<bool>>>;
+    type Result = ResponseActFuture<Self, Result<Vec<bool>>>;
 
     fn handle(&mut self, msg: RouteWrite, _: &mut Self::Context) -> Self::Result {
+        if let Some(created) = self.wait_created(&msg.collection) {
+            return Box::pin(async move { created.await?.write(msg.ops).await }.into_actor(self));
+        }
         let target = match (self.lookup(&msg.collection), msg.create_dimension) {
-            (Err(EngineError::NotFound(_)), Some(dimension)) => self
-                .create(
-                    &msg.collection,
-                    &CollectionOptions {
-                        dimension,
-                        ..Default::default()
-                    },
-                )
-                .map(|(c, _)| c),
-            (other, _) => other,
+            (Err(EngineError::NotFound(_)), Some(dimension)) => self.create(
+                &msg.collection,
+                &CollectionOptions {
+                    dimension,
+                    ..Default::default()
+                },
+            ),
+            (other, _) => Box::pin(fut::ready(other.map(|c| (c, false)))),
         };
-        Box::pin(async move { target?.write(msg.ops).await })
+        Box::pin(
+            target.then(move |res, act, _| {
+                async move { res?.0.write(msg.ops).await }.into_actor(act)
+            }),
+        )
     }
 }
 
