@@ -8,12 +8,15 @@
 //! - `ann`: the `bench-ann` runs, in process and through the HTTP API.
 //! - `streams`: `idle-scale`, many idle WebSocket streams and the server's memory per stream
 //!   before and after a burst of large messages.
+//! - `abuse`: abusive clients (ping flood, slow bodies, fat metadata) in their own processes and
+//!   the latency of a well-behaved client beside them.
 //! - `crash`: the crash-cycle benchmark (`kill -9` under concurrent writers, every
 //!   acknowledged operation checked after each restart).
 //! - `scenario`: the scenario files (`load/scenarios/*.toml`).
 //! - `run`: running a scenario (driver, worker processes, measurement); `report`: the JSON
 //!   report, table and SVG chart.
 
+pub mod abuse;
 pub mod ann;
 pub mod crash;
 pub mod data;

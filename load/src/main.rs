@@ -27,6 +27,19 @@ enum Command {
     /// Crash cycles: `kill -9` at random moments under concurrent REST and WebSocket writers;
     /// every restart is checked against the acknowledged operations.
     Crash(ruvector_load::crash::CrashArgs),
+    /// Abusive clients in their own processes (ping-flood, slow-body, fat-metadata) and the
+    /// latency of a well-behaved client alongside, against its unloaded latency.
+    Abuse(ruvector_load::abuse::AbuseArgs),
+    /// (internal) One abusive process of `abuse`.
+    #[command(hide = true)]
+    AbuseWorker {
+        #[arg(value_enum)]
+        kind: ruvector_load::abuse::Kind,
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        #[arg(long)]
+        connections: usize,
+    },
     /// Draw the SVG chart of a JSON report written by `run`.
     Plot { report: PathBuf, out: PathBuf },
     /// (internal) One worker process of a `run` that needs several.
@@ -100,11 +113,30 @@ fn main() {
         Command::Worker => ruvector_load::run::worker_main(),
         Command::Plot { report, out } => plot(&report, &out),
         Command::Crash(args) => crash(&args),
+        Command::Abuse(args) => abuse(&args),
+        Command::AbuseWorker {
+            kind,
+            server,
+            connections,
+        } => {
+            ruvector_load::abuse::worker(kind, server, connections);
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("ruvector-load: {e}");
         std::process::exit(1);
     }
+}
+
+fn abuse(a: &ruvector_load::abuse::AbuseArgs) -> Result<(), String> {
+    let r = ruvector_load::abuse::abuse(a)?;
+    let text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
 }
 
 fn crash(a: &ruvector_load::crash::CrashArgs) -> Result<(), String> {

@@ -171,6 +171,8 @@ pub struct Session {
     done: bool,
 }
 
+/// Socket reads (of up to `wire::SCRATCH_BYTES` each) one wake-up may do before yielding.
+const READS_PER_WAKE: usize = 8;
 /// First byte of a server pong frame (FIN + opcode 0xA).
 const PONG_FIRST_BYTE: u8 = 0x8A;
 /// What one queued frame costs beyond its bytes (the `Bytes` handle, its allocation, its queue
@@ -278,7 +280,11 @@ impl Session {
             Stop,
             Gone,
         }
-        loop {
+        // A bounded number of reads per wake-up: a client that writes without pause must not
+        // keep this worker thread (and every other stream on it) in one loop. Readiness stays
+        // set, so the next poll continues after the other tasks had their turn (tokio's
+        // cooperative budget applies to that poll).
+        for _ in 0..READS_PER_WAKE {
             if self.wants_pause() {
                 self.pause(ctx);
                 return;

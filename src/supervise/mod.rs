@@ -76,6 +76,8 @@ pub struct ShedSettings {
     pub max_inflight: usize,
     /// Mean queueing delay (search slot or shard writer) that counts as 100% load.
     pub queue_delay_target_ms: f64,
+    /// Searches an interval must hold before their p99 is a signal.
+    pub p99_min_samples: u64,
 }
 
 /// What a request or frame costs in rate-limit terms.

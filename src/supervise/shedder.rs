@@ -149,7 +149,9 @@ impl SupervisorActor {
             .and_then(Option::as_mut)
         {
             Some(h) => {
-                let v = if h.is_empty() {
+                // A p99 of a handful of searches is their maximum: one slow search (the first
+                // after a bulk load, say) is not an overload. Below the minimum it is no signal.
+                let v = if h.len() < self.sup.shed.p99_min_samples {
                     0
                 } else {
                     h.value_at_quantile(0.99)
