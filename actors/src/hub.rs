@@ -46,7 +46,8 @@ pub struct Change {
     pub op: ChangeOp,
     pub id: Arc<str>,
     pub vector: Option<Arc<[f32]>>,
-    pub metadata: Option<Metadata>,
+    /// Shared with the stored point: the replay window holds no copy of its own.
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 impl Change {
@@ -130,7 +131,7 @@ impl Sub {
     /// Whether a change matches, with its score when the query has a vector.
     fn decide(&mut self, c: &Change) -> Option<Option<f32>> {
         if let Some(f) = &self.query.filter {
-            if !f.matches(c.metadata.as_ref()) {
+            if !f.matches(c.metadata.as_deref()) {
                 return None;
             }
         }
@@ -198,7 +199,7 @@ impl CollectionChanges {
     fn candidates(&self, c: &Change) -> Vec<u64> {
         let mut out = self.scan.clone();
         for (path, values) in &self.by_key {
-            for key in index_keys_at(c.metadata.as_ref(), path) {
+            for key in index_keys_at(c.metadata.as_deref(), path) {
                 if let Some(ids) = values.get(&key) {
                     out.extend_from_slice(ids);
                 }
@@ -443,7 +444,7 @@ mod tests {
             op: ChangeOp::Upsert,
             id: Arc::from(id),
             vector: Some(Arc::from(v)),
-            metadata: meta.as_object().cloned(),
+            metadata: meta.as_object().cloned().map(Arc::new),
         }
     }
 

@@ -215,7 +215,8 @@ pub struct Hit {
     pub score: f32,
     /// Lower is better.
     pub distance: f32,
-    pub metadata: Option<Metadata>,
+    /// Shared with the stored point (no copy per hit).
+    pub metadata: Option<std::sync::Arc<Metadata>>,
     pub vector: Option<Vec<f32>>,
 }
 

@@ -389,7 +389,7 @@ pub fn hit_json(h: &Hit) -> HitJson<'_> {
         id: &h.id,
         score: h.score,
         distance: h.distance,
-        metadata: h.metadata.as_ref(),
+        metadata: h.metadata.as_deref(),
         vector: h.vector.as_deref(),
     }
 }

@@ -208,7 +208,7 @@ pub fn ranked_hit(query_id: u64, rank: usize, h: &Hit) -> RankedHit<'_> {
         vector_id: &h.id,
         score: h.score,
         distance: h.distance,
-        metadata: h.metadata.as_ref(),
+        metadata: h.metadata.as_deref(),
         vector: h.vector.as_deref(),
     }
 }
@@ -253,7 +253,7 @@ pub fn event_frame<'a>(collection: &'a str, d: &'a Delivery) -> EventFrame<'a> {
         op: d.change.op.as_str(),
         vector_id: &d.change.id,
         score: d.score,
-        metadata: d.change.metadata.as_ref(),
+        metadata: d.change.metadata.as_deref(),
         seq: d.seq,
     }
 }

@@ -50,7 +50,8 @@ pub struct SearchTuning {
 pub struct Slot {
     pub id: Arc<str>,
     pub vector: Box<[f32]>,
-    pub metadata: Option<Metadata>,
+    /// Shared with the write that set it and the change the hub keeps: one copy per version.
+    pub metadata: Option<Arc<Metadata>>,
     /// Sequence number of the write that produced this version of the point.
     pub version: u64,
     pub live: bool,
@@ -121,14 +122,14 @@ pub enum Op {
     Upsert {
         id: String,
         vector: Vec<f32>,
-        metadata: Option<Metadata>,
+        metadata: Option<Arc<Metadata>>,
     },
     Delete {
         id: String,
     },
     SetMetadata {
         id: String,
-        metadata: Option<Metadata>,
+        metadata: Option<Arc<Metadata>>,
     },
 }
 
@@ -290,12 +291,17 @@ impl Partition {
         t.get(id).map(|s| Point {
             id: s.id.to_string(),
             vector: s.vector.to_vec(),
-            metadata: s.metadata.clone(),
+            metadata: s.metadata.as_deref().cloned(),
         })
     }
 
+    /// The vector of a live point.
+    pub fn get_vector(&self, id: &str) -> Option<Vec<f32>> {
+        self.table.read().get(id).map(|s| s.vector.to_vec())
+    }
+
     /// Current metadata of a live point.
-    pub fn metadata_of(&self, id: &str) -> Option<Option<Metadata>> {
+    pub fn metadata_of(&self, id: &str) -> Option<Option<Arc<Metadata>>> {
         self.table.read().get(id).map(|s| s.metadata.clone())
     }
 
@@ -360,7 +366,7 @@ impl Partition {
         let allowed = |i: usize| {
             table.is_live(i)
                 && q.filter
-                    .is_none_or(|f| f.matches(table.slots[i].metadata.as_ref()))
+                    .is_none_or(|f| f.matches(table.slots[i].metadata.as_deref()))
         };
         let view = self.view.read().clone();
         let view = view.filter(|v| {
@@ -390,7 +396,7 @@ impl Partition {
                 let allowed = |i: &usize| {
                     table.is_live(*i)
                         && q.filter
-                            .is_none_or(|f| f.matches(table.slots[*i].metadata.as_ref()))
+                            .is_none_or(|f| f.matches(table.slots[*i].metadata.as_deref()))
                 };
                 self.graph.search_filter(q.vector, q.k, ef, Some(&allowed))
             };
@@ -440,7 +446,7 @@ impl Partition {
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(q.k + 1);
         for i in slots {
             let Some(s) = t.slots.get(i) else { continue };
-            if !s.live || q.filter.is_some_and(|f| !f.matches(s.metadata.as_ref())) {
+            if !s.live || q.filter.is_some_and(|f| !f.matches(s.metadata.as_deref())) {
                 continue;
             }
             let (score, _) = exact_score(self.spec.metric, q.vector, &s.vector);
@@ -498,7 +504,7 @@ fn estimate_selectivity(t: &SlotTable, f: &Filter) -> f64 {
     let (mut seen, mut hit) = (0usize, 0usize);
     for s in t.slots.iter().step_by(step).filter(|s| s.live) {
         seen += 1;
-        if f.matches(s.metadata.as_ref()) {
+        if f.matches(s.metadata.as_deref()) {
             hit += 1;
         }
     }
@@ -530,7 +536,7 @@ mod tests {
         Op::Upsert {
             id: id.into(),
             vector: v.to_vec(),
-            metadata: json!({ "tag": tag }).as_object().cloned(),
+            metadata: json!({ "tag": tag }).as_object().cloned().map(Arc::new),
         }
     }
 

@@ -23,7 +23,7 @@ use crate::index::hnsw::{Op, Partition};
 use crate::pool::QueueWait;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::storage::{snapshot, FsyncMode};
-use crate::types::{Metadata, Point};
+use crate::types::Metadata;
 
 /// A write as a client asks for it (resolved into an `Op` by the writer).
 #[derive(Debug, Clone)]
@@ -56,17 +56,18 @@ pub struct WriteJob {
 }
 
 /// The hub's view of a batch, taken before it is applied (a delete reports what the point
-/// held; a metadata patch reports the point's vector).
+/// held; a metadata patch reports the point's vector). Metadata is shared, never copied.
 fn changes_of(partition: &Partition, records: &[(u64, Op)]) -> Vec<Change> {
-    let mut batch: HashMap<&str, Arc<[f32]>> = HashMap::new();
-    let stored = |id: &str, batch: &HashMap<&str, Arc<[f32]>>| -> Option<Point> {
+    type Held = (Arc<[f32]>, Option<Arc<Metadata>>);
+    let mut batch: HashMap<&str, Held> = HashMap::new();
+    let stored = |id: &str, batch: &HashMap<&str, Held>| -> Option<Held> {
         match batch.get(id) {
-            Some(v) => Some(Point {
-                id: id.to_owned(),
-                vector: v.to_vec(),
-                metadata: None,
-            }),
-            None => partition.get(id),
+            Some(h) => Some(h.clone()),
+            None => {
+                let metadata = partition.metadata_of(id)?;
+                let vector = partition.get_vector(id)?;
+                Some((Arc::from(vector), metadata))
+            }
         }
     };
     let mut out = Vec::with_capacity(records.len());
@@ -78,7 +79,7 @@ fn changes_of(partition: &Partition, records: &[(u64, Op)]) -> Vec<Change> {
                 metadata,
             } => {
                 let v: Arc<[f32]> = Arc::from(vector.as_slice());
-                batch.insert(id, v.clone());
+                batch.insert(id, (v.clone(), metadata.clone()));
                 out.push(Change {
                     op: ChangeOp::Upsert,
                     id: Arc::from(id.as_str()),
@@ -87,10 +88,10 @@ fn changes_of(partition: &Partition, records: &[(u64, Op)]) -> Vec<Change> {
                 });
             }
             Op::SetMetadata { id, metadata } => {
-                let vector = match batch.get(id.as_str()) {
-                    Some(v) => Some(v.clone()),
-                    None => partition.get(id).map(|p| Arc::from(p.vector)),
-                };
+                let vector = stored(id, &batch).map(|(v, _)| v);
+                if let Some(v) = &vector {
+                    batch.insert(id, (v.clone(), metadata.clone()));
+                }
                 out.push(Change {
                     op: ChangeOp::Upsert,
                     id: Arc::from(id.as_str()),
@@ -101,11 +102,15 @@ fn changes_of(partition: &Partition, records: &[(u64, Op)]) -> Vec<Change> {
             Op::Delete { id } => {
                 let old = stored(id, &batch);
                 batch.remove(id.as_str());
+                let (vector, metadata) = match old {
+                    Some((v, m)) => (Some(v), m),
+                    None => (None, None),
+                };
                 out.push(Change {
                     op: ChangeOp::Delete,
                     id: Arc::from(id.as_str()),
-                    vector: old.as_ref().map(|p| Arc::from(p.vector.as_slice())),
-                    metadata: old.and_then(|p| p.metadata),
+                    vector,
+                    metadata,
                 });
             }
         }
@@ -212,22 +217,24 @@ impl Writer {
         batch
     }
 
-    fn commit(&mut self, batch: Vec<WriteJob>, rebuild: &mut Option<Rebuild>) {
+    fn commit(&mut self, mut batch: Vec<WriteJob>, rebuild: &mut Option<Rebuild>) {
         let partition = self.state.partition();
         let mut seq = self.state.seq();
         // Existence and metadata as this batch changes them, for delete/patch checks.
-        let mut overlay: HashMap<String, Option<Option<Metadata>>> = HashMap::new();
+        let mut overlay: HashMap<String, Option<Option<Arc<Metadata>>>> = HashMap::new();
         let mut records: Vec<(u64, Op)> = Vec::new();
         let mut outcomes: Vec<WriteOutcome> = Vec::with_capacity(batch.len());
-        for job in &batch {
+        for job in batch.iter_mut() {
             let mut outcome = Vec::with_capacity(job.ops.len());
-            for op in &job.ops {
+            // The ops are taken, not cloned: a point's metadata exists once, shared by the
+            // record, the slot and the hub's change.
+            for op in std::mem::take(&mut job.ops) {
                 let current =
-                    |id: &str, overlay: &HashMap<String, Option<Option<Metadata>>>| match overlay
-                        .get(id)
-                    {
-                        Some(state) => state.clone(),
-                        None => partition.metadata_of(id),
+                    |id: &str, overlay: &HashMap<String, Option<Option<Arc<Metadata>>>>| {
+                        match overlay.get(id) {
+                            Some(state) => state.clone(),
+                            None => partition.metadata_of(id),
+                        }
                     };
                 let resolved = match op {
                     WriteOp::Upsert {
@@ -235,34 +242,36 @@ impl Writer {
                         vector,
                         metadata,
                     } => {
+                        let metadata = metadata.map(Arc::new);
                         overlay.insert(id.clone(), Some(metadata.clone()));
                         Some(Op::Upsert {
-                            id: id.clone(),
-                            vector: vector.clone(),
-                            metadata: metadata.clone(),
+                            id,
+                            vector,
+                            metadata,
                         })
                     }
-                    WriteOp::Delete { id } => match current(id, &overlay) {
+                    WriteOp::Delete { id } => match current(&id, &overlay) {
                         Some(_) => {
                             overlay.insert(id.clone(), None);
-                            Some(Op::Delete { id: id.clone() })
+                            Some(Op::Delete { id })
                         }
                         None => None,
                     },
-                    WriteOp::Patch { id, patch } => match current(id, &overlay) {
+                    WriteOp::Patch { id, patch } => match current(&id, &overlay) {
                         Some(existing) => {
-                            let mut merged = existing.unwrap_or_default();
+                            let mut merged = existing.as_deref().cloned().unwrap_or_default();
                             for (k, v) in patch {
                                 if v.is_null() {
-                                    merged.remove(k);
+                                    merged.remove(&k);
                                 } else {
-                                    merged.insert(k.clone(), v.clone());
+                                    merged.insert(k, v);
                                 }
                             }
-                            overlay.insert(id.clone(), Some(Some(merged.clone())));
+                            let merged = Some(Arc::new(merged));
+                            overlay.insert(id.clone(), Some(merged.clone()));
                             Some(Op::SetMetadata {
-                                id: id.clone(),
-                                metadata: Some(merged),
+                                id,
+                                metadata: merged,
                             })
                         }
                         None => None,

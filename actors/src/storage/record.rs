@@ -13,6 +13,8 @@
 //! Metadata travels as JSON text inside the payload because postcard, being compact and
 //! non-self-describing, cannot carry `serde_json::Value` directly.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::index::hnsw::Op;
@@ -82,15 +84,19 @@ struct WireRecordV2 {
     op: WireOp,
 }
 
-fn meta_text(m: &Option<Metadata>) -> Result<Option<String>, String> {
+fn meta_text(m: &Option<Arc<Metadata>>) -> Result<Option<String>, String> {
     m.as_ref()
-        .map(|m| serde_json::to_string(m).map_err(|e| format!("metadata: {e}")))
+        .map(|m| serde_json::to_string(m.as_ref()).map_err(|e| format!("metadata: {e}")))
         .transpose()
 }
 
-fn meta_parse(s: Option<String>) -> Result<Option<Metadata>, String> {
-    s.map(|t| serde_json::from_str(&t).map_err(|e| format!("metadata: {e}")))
-        .transpose()
+fn meta_parse(s: Option<String>) -> Result<Option<Arc<Metadata>>, String> {
+    s.map(|t| {
+        serde_json::from_str(&t)
+            .map(Arc::new)
+            .map_err(|e| format!("metadata: {e}"))
+    })
+    .transpose()
 }
 
 fn wire_op(op: &Op) -> Result<WireOp, String> {
@@ -275,7 +281,10 @@ mod tests {
         Op::Upsert {
             id: id.into(),
             vector: vec![1.0, 2.0],
-            metadata: serde_json::json!({"a": 1}).as_object().cloned(),
+            metadata: serde_json::json!({"a": 1})
+                .as_object()
+                .cloned()
+                .map(Arc::new),
         }
     }
 

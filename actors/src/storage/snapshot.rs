@@ -126,7 +126,7 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io
         for s in &t.slots {
             let metadata = s
                 .metadata
-                .as_ref()
+                .as_deref()
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(io::Error::other)?;
@@ -240,7 +240,7 @@ fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
         let w: WireSlot = postcard::from_bytes(&buf).map_err(|e| e.to_string())?;
         let metadata = w
             .metadata
-            .map(|t| serde_json::from_str(&t))
+            .map(|t| serde_json::from_str(&t).map(Arc::new))
             .transpose()
             .map_err(|e| e.to_string())?;
         slots.push(Slot {

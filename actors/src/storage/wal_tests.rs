@@ -6,7 +6,10 @@ fn up(id: &str) -> Op {
     Op::Upsert {
         id: id.into(),
         vector: vec![1.0, 2.0],
-        metadata: serde_json::json!({"a": 1}).as_object().cloned(),
+        metadata: serde_json::json!({"a": 1})
+            .as_object()
+            .cloned()
+            .map(std::sync::Arc::new),
     }
 }
 
