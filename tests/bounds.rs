@@ -267,3 +267,26 @@ fn collections_and_shards_are_bounded() {
     );
     assert_eq!(st, 400);
 }
+
+#[test]
+fn a_deleted_collection_leaves_no_series_in_metrics() {
+    let s = Server::start(&[]);
+    s.ok(
+        "PUT",
+        "/api/v1/collections/gone",
+        Some(&json!({"dimension": 2})),
+    );
+    s.ok(
+        "PUT",
+        "/api/v1/collections/gone/points",
+        Some(&json!({"points": [{"id": "a", "vector": [1, 0]}]})),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(s.metrics().contains("collection=\"gone\""));
+    s.ok("DELETE", "/api/v1/collections/gone", None);
+    assert!(
+        !s.metrics().contains("collection=\"gone\""),
+        "{}",
+        s.metrics()
+    );
+}

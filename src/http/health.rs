@@ -2,7 +2,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::collections::HashSet;
+
 use actix_web::{web, HttpResponse};
+use ruvector_actors::router::ListCollections;
 use serde_json::json;
 
 use super::AppState;
@@ -68,11 +71,48 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match &state.prometheus {
-        Some(p) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(p.render()),
-        None => HttpResponse::NotFound()
-            .json(json!({"error": {"code": "not_found", "message": "metrics are disabled"}})),
+    let Some(p) = &state.prometheus else {
+        return HttpResponse::NotFound()
+            .json(json!({"error": {"code": "not_found", "message": "metrics are disabled"}}));
+    };
+    let text = p.render();
+    // The exporter cannot forget a series: those of deleted collections are left out here.
+    let live = state
+        .router
+        .send(ListCollections)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|list| {
+            list.into_iter()
+                .map(|c| c.name)
+                .collect::<HashSet<String>>()
+        });
+    let body = match live {
+        Some(live) => without_deleted_collections(&text, &live),
+        None => text,
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}
+
+/// The exposition without the lines labelled with a collection that no longer exists.
+fn without_deleted_collections(text: &str, live: &HashSet<String>) -> String {
+    const LABEL: &str = "collection=\"";
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let keep = match line.find(LABEL) {
+            Some(i) => {
+                let rest = &line[i + LABEL.len()..];
+                rest.find('"').is_none_or(|end| live.contains(&rest[..end]))
+            }
+            None => true,
+        };
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
     }
+    out
 }
