@@ -124,6 +124,8 @@ fn junk_methods_do_not_grow_the_metrics() {
 
 #[test]
 fn slow_request_bodies_are_not_in_flight_and_time_out_with_408() {
+    // The reproduction: 40 slow bodies against max_inflight 40 (shedding on, fast
+    // clock), and a short body timeout so the 408 comes within the test.
     let s = Server::start(&[
         ("RUVECTOR__SHED__MAX_INFLIGHT", "40"),
         ("RUVECTOR__SHED__INTERVAL_MS", "100"),

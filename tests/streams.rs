@@ -837,6 +837,8 @@ async fn a_reader_that_stops_reading_is_closed_with_4002_and_memory_stays_bounde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_on_one_socket_is_slowed_not_dropped() {
+    // A small per-stream in-flight bound, so the flood reaches backpressure quickly; the rest is
+    // as shipped.
     let s = blocking(|| Server::start(&[("RUVECTOR__STREAM__MAX_INFLIGHT", "2")]));
     blocking(|| fill(&s, 2000, 5));
     let ws = connect(&s).await;

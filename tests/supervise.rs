@@ -382,6 +382,7 @@ async fn the_auth_matrix_on_rest_and_websocket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after_and_recover_and_abusers_get_4029() {
+    // Tiny read quotas, so one client can spend them; everything else as shipped.
     let s = blocking(|| {
         Server::start(&[
             ("RUVECTOR__RATE_LIMIT__READ_PER_S", "4"),
@@ -471,6 +472,9 @@ async fn shedding_engages_under_overload_closes_idle_streams_first_and_releases(
     let s = blocking(|| {
         Server::start(&[
             ("RUVECTOR_CONFIG", &cfg),
+            // Shedding as shipped, on a fast clock, with only the stream signal reachable: 19 of
+            // 20 streams must be what puts the server at the reject level (memory and p99 out of
+            // reach so the machine's state cannot decide the test).
             ("RUVECTOR__SHED__ENABLED", "true"),
             ("RUVECTOR__STREAM__MAX_STREAMS", "20"),
             ("RUVECTOR__SHED__INTERVAL_MS", "100"),

@@ -185,7 +185,8 @@ impl Sub {
 #[derive(Default)]
 struct CollectionChanges {
     seq: u64,
-    window: VecDeque<(u64, Arc<Change>)>,
+    /// (seq, change, its approximate bytes as counted when it entered)
+    window: VecDeque<(u64, Arc<Change>, usize)>,
     /// Approximate bytes the window holds (see `Change::approx_bytes`).
     window_bytes: usize,
     subs: HashMap<u64, Sub>,
@@ -296,11 +297,12 @@ impl Hub {
             let seq = c.seq;
             let change = Arc::new(change);
             if self.window > 0 {
-                c.window_bytes += change.approx_bytes();
-                c.window.push_back((seq, change.clone()));
+                let bytes = change.approx_bytes();
+                c.window_bytes += bytes;
+                c.window.push_back((seq, change.clone(), bytes));
                 while c.window.len() > self.window || c.window_bytes > self.window_bytes {
                     match c.window.pop_front() {
-                        Some((_, old)) => c.window_bytes -= old.approx_bytes(),
+                        Some((_, _, old)) => c.window_bytes -= old,
                         None => break,
                     }
                 }
@@ -356,11 +358,11 @@ impl Hub {
         let entry = self.entry(collection);
         let mut c = entry.lock();
         if let Some(after) = resume_after {
-            let oldest = c.window.front().map(|(s, _)| *s).unwrap_or(c.seq + 1);
+            let oldest = c.window.front().map(|(s, _, _)| *s).unwrap_or(c.seq + 1);
             if after > c.seq || after + 1 < oldest {
                 return Err(ResetNeeded);
             }
-            for (seq, change) in c.window.iter().filter(|(s, _)| *s > after) {
+            for (seq, change, _) in c.window.iter().filter(|(s, _, _)| *s > after) {
                 if let Some(score) = sub.decide(change) {
                     let d = Delivery {
                         subscription: id,

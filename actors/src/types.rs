@@ -160,6 +160,17 @@ pub fn validate_vector(v: &[f32], dimension: usize, metric: Metric) -> Result<()
     Ok(())
 }
 
+/// Merges a metadata patch into `base`: keys are set, a `null` value removes its key.
+pub fn apply_patch(base: &mut Metadata, patch: &Metadata) {
+    for (k, v) in patch {
+        if v.is_null() {
+            base.remove(k);
+        } else {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// Checks one point's metadata against the bounds: serialized size (counted, not built) and
 /// nesting depth. Metadata lives in memory as JSON values (~80 bytes a node), so a small bound
 /// on its text is what keeps one client's points from costing gigabytes.

@@ -15,6 +15,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::run::http_client;
+
 const COLLECTION: &str = "abuse";
 const DIM: usize = 32;
 
@@ -66,13 +68,6 @@ pub struct AbuseReport {
     pub rss_after_kb: u64,
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|_| reqwest::blocking::Client::new())
-}
-
 /// Sequential searches for `secs`: (histogram in µs, requests, errors); samples RSS meanwhile.
 fn good_client(
     base: &str,
@@ -80,7 +75,7 @@ fn good_client(
     pid: Option<u32>,
     peak: &mut u64,
 ) -> Result<(Histogram<u64>, u64, u64), String> {
-    let c = http();
+    let c = http_client();
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut n, mut errors) = (0u64, 0u64);
     let t = Instant::now();
@@ -128,7 +123,7 @@ fn good_client(
 /// Runs the measurement: unloaded, then with `processes` abusive workers.
 pub fn abuse(a: &AbuseArgs) -> Result<AbuseReport, String> {
     let base = format!("http://{}", a.server);
-    let c = http();
+    let c = http_client();
     c.put(format!("{base}/api/v1/collections/{COLLECTION}"))
         .json(&json!({"dimension": DIM, "metric": "l2"}))
         .send()
@@ -256,7 +251,7 @@ fn fat_metadata(server: SocketAddr) -> std::io::Result<()> {
     body.push_str(r#"],"metadata":{"a":["#);
     body.push_str(&"1,".repeat(3_000_000));
     body.push_str("1]}}]}");
-    let c = http();
+    let c = http_client();
     loop {
         c.put(format!(
             "http://{server}/api/v1/collections/{COLLECTION}/points"

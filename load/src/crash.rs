@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::data::Rng;
+use crate::run::http_client;
 
 const COLLECTION: &str = "crash";
 const DIM: usize = 8;
@@ -139,7 +140,7 @@ fn start(bin: &Path, data: &Path, env: &[(String, String)], n: usize) -> Result<
         .recv_timeout(Duration::from_secs(300))
         .map_err(|_| "the server did not start (see its log beside the data directory)")?;
     let base = format!("http://{addr}");
-    let client = http();
+    let client = http_client();
     while t.elapsed() < Duration::from_secs(600) {
         if let Ok(r) = client.get(format!("{base}/health/startup")).send() {
             if r.status() == 200 {
@@ -153,13 +154,6 @@ fn start(bin: &Path, data: &Path, env: &[(String, String)], n: usize) -> Result<
         std::thread::sleep(Duration::from_millis(10));
     }
     Err("the server did not finish loading".into())
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|_| reqwest::blocking::Client::new())
 }
 
 fn vector(version: u64) -> Vec<f32> {
@@ -261,7 +255,7 @@ fn classify(res: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
 }
 
 fn rest_writer(base: &str, w: &mut Writer, stop: &AtomicBool) {
-    let c = http();
+    let c = http_client();
     let points = format!("{base}/api/v1/collections/{COLLECTION}/points");
     while !stop.load(Ordering::Relaxed) {
         let (id, version) = w.pick();
@@ -348,7 +342,7 @@ fn observe(c: &reqwest::blocking::Client, base: &str, id: &str) -> Result<State,
 
 /// Checks every id after a restart; the observed state becomes the new baseline.
 fn verify(base: &str, writers: &mut [Writer], losses: &mut Vec<String>) -> Result<u64, String> {
-    let c = http();
+    let c = http_client();
     let mut lost = 0;
     for w in writers.iter_mut() {
         for id in w.ids.clone() {
@@ -410,7 +404,7 @@ pub fn crash(a: &CrashArgs) -> Result<CrashReport, String> {
         let mut server = start(&bin, &data, &env, cycle)?;
         let base = server.base.clone();
         let lost = if cycle == 0 {
-            http()
+            http_client()
                 .put(format!("{base}/api/v1/collections/{COLLECTION}"))
                 .json(&json!({"dimension": DIM, "metric": "l2", "shards": 2}))
                 .send()

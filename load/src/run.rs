@@ -599,7 +599,8 @@ pub struct RunOptions {
     pub in_process: bool,
 }
 
-fn http_client() -> reqwest::blocking::Client {
+/// The blocking HTTP client every command of this crate uses (60 s timeout).
+pub(crate) fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

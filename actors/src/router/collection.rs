@@ -15,8 +15,8 @@ use crate::index::distance::to_graph_form;
 use crate::index::filter::Filter;
 use crate::shard::{ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite, WriteOp};
 use crate::types::{
-    validate_metadata, validate_point_id, validate_vector, CollectionSpec, Hit, HnswParams,
-    Metadata, Metric, Point,
+    apply_patch, validate_metadata, validate_point_id, validate_vector, CollectionSpec, Hit,
+    HnswParams, Metadata, Metric, Point,
 };
 
 pub struct ShardHandle {
@@ -119,18 +119,14 @@ impl Collection {
                     validate_point_id(id)?;
                     self.check_metadata(patch)?;
                     // The merged result is bounded too (checked against the point as it is now).
-                    if let Ok(Point {
-                        metadata: Some(mut merged),
-                        ..
-                    }) = self.get(id)
-                    {
-                        for (k, v) in patch {
-                            if v.is_null() {
-                                merged.remove(k);
-                            } else {
-                                merged.insert(k.clone(), v.clone());
-                            }
-                        }
+                    let current = self.shards[self.shard_of(id)]
+                        .state
+                        .partition()
+                        .metadata_of(id)
+                        .flatten();
+                    if let Some(current) = current {
+                        let mut merged = Metadata::clone(&current);
+                        apply_patch(&mut merged, patch);
                         self.check_metadata(&merged)?;
                     }
                 }

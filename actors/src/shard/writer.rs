@@ -23,7 +23,7 @@ use crate::index::hnsw::{Op, Partition};
 use crate::pool::QueueWait;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::storage::{snapshot, FsyncMode};
-use crate::types::Metadata;
+use crate::types::{apply_patch, Metadata};
 
 /// A write as a client asks for it (resolved into an `Op` by the writer).
 #[derive(Debug, Clone)]
@@ -260,13 +260,7 @@ impl Writer {
                     WriteOp::Patch { id, patch } => match current(&id, &overlay) {
                         Some(existing) => {
                             let mut merged = existing.as_deref().cloned().unwrap_or_default();
-                            for (k, v) in patch {
-                                if v.is_null() {
-                                    merged.remove(&k);
-                                } else {
-                                    merged.insert(k, v);
-                                }
-                            }
+                            apply_patch(&mut merged, &patch);
                             let merged = Some(Arc::new(merged));
                             overlay.insert(id.clone(), Some(merged.clone()));
                             Some(Op::SetMetadata {

@@ -273,20 +273,23 @@ pub fn resync(format: Format, data: &[u8], from: usize, after: u64) -> Option<us
     None
 }
 
+/// A small upsert with metadata, for the storage tests.
+#[cfg(test)]
+pub(crate) fn sample_upsert(id: &str) -> Op {
+    Op::Upsert {
+        id: id.into(),
+        vector: vec![1.0, 2.0],
+        metadata: serde_json::json!({"a": 1})
+            .as_object()
+            .cloned()
+            .map(Arc::new),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::sample_upsert as up;
     use super::*;
-
-    fn up(id: &str) -> Op {
-        Op::Upsert {
-            id: id.into(),
-            vector: vec![1.0, 2.0],
-            metadata: serde_json::json!({"a": 1})
-                .as_object()
-                .cloned()
-                .map(Arc::new),
-        }
-    }
 
     #[test]
     fn a_record_round_trips_with_its_stamp() {

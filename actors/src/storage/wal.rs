@@ -18,7 +18,7 @@
 //!   collection back until `ruvector-streaming repair` accepts the loss knowingly.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Decoded, Format, WriteStamp, SEGMENT_HEADER};
@@ -174,22 +174,27 @@ pub fn replay(
                         continue;
                     }
                     if seq != report.last_seq + 1 {
-                        let lost = Hole {
-                            after: report.last_seq,
-                            next: Some(seq),
-                            cause: explained.take().unwrap_or_default(),
-                        };
-                        if !lost.cause.is_empty() {
-                            tracing::error!(file = %path.display(), hole = %lost, "acknowledged records lost to damaged bytes were skipped");
-                        } else {
-                            let hole = Hole {
-                                cause: format!("no record between {} and {seq}", lost.after),
-                                ..lost
-                            };
-                            if mode == ReplayMode::Repair {
-                                tracing::warn!(file = %path.display(), %hole, "repair: accepting a hole in the log");
+                        let after = report.last_seq;
+                        match explained.take() {
+                            Some(cause) => {
+                                let lost = Hole {
+                                    after,
+                                    next: Some(seq),
+                                    cause,
+                                };
+                                tracing::error!(file = %path.display(), hole = %lost, "acknowledged records lost to damaged bytes were skipped");
                             }
-                            report.holes.push(hole);
+                            None => {
+                                let hole = Hole {
+                                    after,
+                                    next: Some(seq),
+                                    cause: format!("no record between {after} and {seq}"),
+                                };
+                                if mode == ReplayMode::Repair {
+                                    tracing::warn!(file = %path.display(), %hole, "repair: accepting a hole in the log");
+                                }
+                                report.holes.push(hole);
+                            }
                         }
                     }
                     explained = None;
@@ -266,20 +271,24 @@ impl WriteLog {
         let path = dir.join(segment_name(next_seq));
         let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut len = file.metadata()?.len();
-        if len == 0 {
-            file.write_all(&SEGMENT_HEADER)?;
-            file.sync_all()?;
-            len = SEGMENT_HEADER.len() as u64;
-        } else if len < SEGMENT_HEADER.len() as u64
-            || !fs::read(&path)?.starts_with(&SEGMENT_HEADER)
-        {
-            // Replay left only a header-less remainder here: start this segment afresh.
-            keep_aside(&path, "replaced", 0, &fs::read(&path)?)?;
-            file.set_len(0)?;
+        let mut head = [0u8; SEGMENT_HEADER.len()];
+        let has_header = len >= head.len() as u64
+            && File::open(&path)?.read_exact(&mut head).is_ok()
+            && head == SEGMENT_HEADER;
+        if !has_header {
+            if len > 0 {
+                // Replay left only a header-less remainder here: start this segment afresh.
+                keep_aside(&path, "replaced", 0, &fs::read(&path)?)?;
+                file.set_len(0)?;
+            }
             file.write_all(&SEGMENT_HEADER)?;
             file.sync_all()?;
             len = SEGMENT_HEADER.len() as u64;
         }
+        WriteLog::opened(dir, file, len)
+    }
+
+    fn opened(dir: &Path, file: File, len: u64) -> io::Result<WriteLog> {
         sync_dir(dir)?;
         Ok(WriteLog {
             dir: dir.to_path_buf(),

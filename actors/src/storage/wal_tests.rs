@@ -1,17 +1,7 @@
 //! Replay's treatment of torn tails, mid-segment damage and holes.
 
+use super::record::sample_upsert as up;
 use super::*;
-
-fn up(id: &str) -> Op {
-    Op::Upsert {
-        id: id.into(),
-        vector: vec![1.0, 2.0],
-        metadata: serde_json::json!({"a": 1})
-            .as_object()
-            .cloned()
-            .map(std::sync::Arc::new),
-    }
-}
 
 fn write_log(dir: &Path, first: u64, n: u64) -> PathBuf {
     let mut log = WriteLog::create(dir, first).unwrap();
