@@ -368,6 +368,13 @@ fn a_full_search_pool_answers_overloaded_with_retry_after() {
                             assert_eq!(v["retry_after_ms"], 1000);
                             seen.1 += 1;
                         }
+                        // Shedding is on, as shipped: the queueing this test causes may also
+                        // engage the throttle, which answers 429 with a retry time.
+                        429 => {
+                            assert!(res.headers().contains_key("retry-after"));
+                            let v: Value = res.json().unwrap();
+                            assert_eq!(v["error"]["code"], "rate_limited");
+                        }
                         other => panic!("unexpected status {other}"),
                     }
                 }
@@ -381,11 +388,24 @@ fn a_full_search_pool_answers_overloaded_with_retry_after() {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     assert!(ok > 0 && shed > 0, "{ok} served, {shed} shed");
     assert!(s.metric("ruvector_overloaded_total", &["reason=\"search_pool\""]) > 0.0);
-    // Once the burst is over, searches are served again.
-    let r = s.ok(
-        "POST",
-        "/api/v1/collections/busy/points/search",
-        Some(&json!({"vector": q, "k": 3})),
-    );
+    // Once the burst is over, searches are served again (after any retry time the shedder gave).
+    let t = std::time::Instant::now();
+    let r = loop {
+        let (st, v) = s.call(
+            "POST",
+            "/api/v1/collections/busy/points/search",
+            Some(&json!({"vector": q, "k": 3})),
+        );
+        if st == 200 {
+            break v;
+        }
+        assert!(matches!(st, 429 | 503), "{st} {v}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "not served again: {v}"
+        );
+        let wait = v["retry_after_ms"].as_u64().unwrap_or(100);
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+    };
     assert_eq!(r["results"].as_array().unwrap().len(), 3);
 }
