@@ -20,7 +20,7 @@ use ruvector_actors::types::validate_collection_name;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::http::error::ApiError;
+use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -244,9 +244,11 @@ impl Auth {
         if token.matches('.').count() == 2 {
             if let Some((key, validation)) = &self.jwt {
                 let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
-                    ApiError::Unauthenticated(match e.kind() {
-                        ErrorKind::ExpiredSignature => "token expired".into(),
-                        _ => format!("invalid token: {e}"),
+                    // (`ErrorKind` is non-exhaustive: one kind is told apart, the rest say why.)
+                    ApiError::Unauthenticated(if *e.kind() == ErrorKind::ExpiredSignature {
+                        "token expired".into()
+                    } else {
+                        format!("invalid token: {e}")
                     })
                 })?;
                 let c = data.claims;

@@ -1,23 +1,46 @@
 //! # ruvector-streaming
 //!
-//! The process edge of the server: settings, HTTP, start and drain. The actors and the engine
-//! live in the `ruvector-actors` crate.
+//! The process edge of the server: settings, transports, the service layer under them, and
+//! start and drain. The actors and the engine live in the `ruvector-actors` crate.
 //!
-//! ## Layout
-//! - `settings`: layered config (embedded defaults, `--config` file, environment).
-//! - `telemetry`: logs and the Prometheus recorder.
-//! - `http`: routes, JSON error mapping (`error`), bounded body reading (`body`), REST handlers
-//!   (`rest`), probes and `/metrics` (`health`).
+//! # Layout
+//! Layers depend downwards only (a test, `tests/layers.rs`, fails on any import circle):
+//!
+//! 1. Transports — `server` (one listener: peeks at each connection and hands it to one of):
+//!    - `stream`: the lean connection layer — WebSocket sessions (`stream::session`) and a
+//!      connection's first SSE request (`stream::sse`), with their framing, inbound buffer,
+//!      outbound queue and upgrade handling;
+//!    - `http`: actix-web — the route table with a gate per route, REST handlers, SSE for later
+//!      requests on a kept-alive connection, probes and `/metrics`.
+//! 2. `service`: transport-neutral operations (collections, points, search, subscriptions),
+//!    the request and answer shapes every transport shares, the request deadline and the one
+//!    gate (authentication, scope, admission).
+//! 3. Shared state and policy — `state` (`AppState`), `registry` (open streams, their control
+//!    messages), `supervise` (admission, rate limits, the shedder), `auth` (principals, scopes,
+//!    tenants), `lifecycle` (loading, draining), `error` (`ApiError`, the contract's codes),
+//!    `settings` (layered config; composes the engine's config types), `telemetry`.
+//! 4. The engine (`ruvector_actors`): router, shards, hub, storage.
+//!
+//! A REST search: `server` → actix-web → `http::guard` (gate) → `http::search` →
+//! `service::search` → `Router` (`Lookup`) → every `ShardActor` on the search pool → merged
+//! hits → JSON. A WebSocket search: `server` → `stream::accept` (upgrade) →
+//! `stream::session` → `service::search::search_ranked` → the same engine path → `result`
+//! frames sent as the outbound queue drains.
 //!
 //! ## Start-up
 //! `start` spawns an engine arbiter (a thread) that runs the `Router` and every `ShardActor`,
-//! binds the HTTP server, then loads the data directory in the background: `/health/startup`
+//! binds the listener, then loads the data directory in the background: `/health/startup`
 //! answers 503 until it is done, and API calls answer `overloaded` meanwhile.
 
 pub mod auth;
+pub mod error;
 pub mod http;
+pub mod lifecycle;
+pub mod registry;
 pub mod server;
+pub mod service;
 pub mod settings;
+pub mod state;
 pub mod stream;
 pub mod supervise;
 pub mod telemetry;
@@ -34,16 +57,16 @@ use ruvector_actors::hub::Hub;
 use ruvector_actors::router::{LoadAll, Router, StopAll};
 
 use auth::Auth;
-use http::health::Health;
-use http::AppState;
+use lifecycle::Lifecycle;
+use registry::Streams;
 use settings::Settings;
-use stream::Streams;
+use state::AppState;
 use supervise::{Supervisor, SupervisorActor};
 
 /// A started server.
 pub struct Running {
     pub addrs: Vec<SocketAddr>,
-    pub health: Arc<Health>,
+    pub lifecycle: Arc<Lifecycle>,
     pub streams: Arc<Streams>,
     router: Addr<Router>,
     server: ServerHandle,
@@ -66,8 +89,8 @@ pub async fn start(
     let router = Router::new(settings.engine(), router_engine.clone(), hub.clone())?;
     let pool = router.pool();
     let router = Router::start_in_arbiter(&engine, move |_| router);
-    let health = Arc::new(Health::default());
-    let streams = Streams::new(settings.stream.clone());
+    let lifecycle = Arc::new(Lifecycle::default());
+    let streams = Streams::new(settings.stream.clone(), lifecycle.clone());
     streams.spawn_sweeper();
     let auth = Arc::new(Auth::new(&settings.auth).map_err(std::io::Error::other)?);
     if !auth.enabled() {
@@ -85,7 +108,7 @@ pub async fn start(
     let state = web::Data::new(AppState {
         router: router.clone(),
         settings: settings.clone(),
-        health: health.clone(),
+        lifecycle: lifecycle.clone(),
         prometheus,
         hub,
         streams: streams.clone(),
@@ -103,7 +126,7 @@ pub async fn start(
     let (handle, addrs) = server::serve(state, workers)?;
 
     let loader = router.clone();
-    let loaded = health.clone();
+    let loaded = lifecycle.clone();
     actix_web::rt::spawn(async move {
         match loader.send(LoadAll).await {
             Ok(Ok(())) => {
@@ -122,7 +145,7 @@ pub async fn start(
     });
     Ok(Running {
         addrs,
-        health,
+        lifecycle,
         streams,
         router,
         server: handle,
@@ -136,7 +159,7 @@ impl Running {
     /// and stops, then every shard writes a final snapshot; all within
     /// `server.drain_timeout_ms`.
     pub async fn drain(self) {
-        self.health.set_draining();
+        self.lifecycle.start_draining();
         let budget = Duration::from_millis(self.settings.server.drain_timeout_ms);
         let started = std::time::Instant::now();
         // Streams get half the budget; requests and snapshots the rest.

@@ -1,9 +1,9 @@
 //! The listener: one port for REST, SSE and WebSocket.
 //!
 //! actix-server accepts connections on its worker threads; each new connection's request line is
-//! peeked at (not consumed). `GET /api/v1/ws` goes to our WebSocket layer (`stream`), which
-//! starts a session actor on that worker's arbiter; everything else goes to actix-web's HTTP
-//! service, exactly as `HttpServer` would run it.
+//! peeked at (not consumed, `stream::accept`). WebSocket upgrades and SSE `GET`s go to the lean
+//! connection layer (`stream`), which starts their actor on that worker's arbiter; everything
+//! else goes to actix-web's HTTP service, exactly as `HttpServer` would run it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
@@ -19,8 +19,9 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use tokio::net::TcpStream;
 
-use crate::http::{self, AppState};
-use crate::stream;
+use crate::http;
+use crate::state::AppState;
+use crate::stream::accept::{self, Route};
 
 /// Binds the port and starts the server; returns its handle and bound addresses.
 pub fn serve(
@@ -42,11 +43,11 @@ pub fn serve(
         .listen("ruvector", listener, move || {
             let state = state.clone();
             let app_state = state.clone();
-            let drain = state.streams.clone();
+            let lifecycle = state.lifecycle.clone();
             let http = HttpService::build()
                 // Idle keep-alive connections close at once when the server drains.
                 .graceful_shutdown_signal(move || {
-                    let mut signal = drain.drain_signal();
+                    let mut signal = lifecycle.drain_signal();
                     async move {
                         let _ = signal.wait_for(|d| *d).await;
                     }
@@ -77,8 +78,9 @@ pub fn serve(
                         let http = http.clone();
                         let state = state.clone();
                         async move {
-                            if stream::is_ws_request(&io, request_timeout).await {
-                                stream::serve_upgrade(io, state).await;
+                            let route = accept::route_of(&io, request_timeout).await;
+                            if route != Route::Http {
+                                accept::serve(route, io, state).await;
                                 Ok::<_, ()>(())
                             } else {
                                 http.call(io).await.map_err(|e| {

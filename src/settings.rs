@@ -11,7 +11,6 @@ use ruvector_actors::config::{EngineConfig, IndexConfig, StorageConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, AuthSettings};
-use crate::supervise::{RateLimitSettings, ShedSettings};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -51,6 +50,46 @@ pub struct StreamSettings {
     pub replay_window_bytes: usize,
     pub max_control_frames_per_s: u32,
     pub close_grace_ms: u64,
+}
+
+/// Per-caller rate limits (`supervise`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub read_per_s: u32,
+    pub read_burst: u32,
+    pub write_per_s: u32,
+    pub write_burst: u32,
+    pub stream_per_s: u32,
+    pub stream_burst: u32,
+    pub premium_factor: u32,
+    pub throttle_per_s: u32,
+    pub abuse_refusals: u32,
+    pub max_keys: usize,
+}
+
+/// Admission and load shedding (`supervise`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShedSettings {
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub memory_limit_mb: u64,
+    pub p99_target_ms: f64,
+    pub throttle_at: f64,
+    pub close_idle_at: f64,
+    pub reject_at: f64,
+    pub hysteresis: f64,
+    pub cool_down_ms: u64,
+    pub idle_close_after_ms: u64,
+    pub idle_close_batch: usize,
+    pub shed_fraction: f64,
+    pub max_inflight: usize,
+    /// Mean queueing delay (search slot or shard writer) that counts as 100% load.
+    pub queue_delay_target_ms: f64,
+    /// Searches an interval must hold before their p99 is a signal.
+    pub p99_min_samples: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -42,7 +42,9 @@ async fn recv(ws: &mut Ws) -> Value {
         match m {
             Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
             Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
+            other @ (Message::Binary(_) | Message::Close(_) | Message::Frame(_)) => {
+                panic!("unexpected frame {other:?}")
+            }
         }
     }
 }

@@ -61,7 +61,9 @@ impl Change {
                 serde_json::Value::Object(m) => {
                     m.iter().map(|(k, v)| k.len() + value_bytes(v)).sum()
                 }
-                _ => 0,
+                serde_json::Value::Null
+                | serde_json::Value::Bool(_)
+                | serde_json::Value::Number(_) => 0,
             }
         }
         let meta: usize = self

@@ -189,7 +189,10 @@ pub fn validate_metadata(m: &Metadata, max_bytes: usize, max_depth: usize) -> Re
         match v {
             serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
             serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
-            _ => 0,
+            serde_json::Value::Null
+            | serde_json::Value::Bool(_)
+            | serde_json::Value::Number(_)
+            | serde_json::Value::String(_) => 0,
         }
     }
     let mut n = Count(0);

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 
 use std::time::Duration;
 
-use super::error::ApiError;
-use super::AppState;
+use crate::error::ApiError;
+use crate::state::AppState;
 use crate::supervise::InFlight;
 
 /// An oversized body is still read (and dropped) up to this many times the limit, so the client

@@ -11,9 +11,10 @@ use actix_web::dev::{Payload, Service, ServiceFactory, ServiceRequest, ServiceRe
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, Resource, Responder, ResponseError};
 
-use super::error::ApiError;
-use super::AppState;
 use crate::auth::{token_of, Principal, Scope};
+use crate::error::ApiError;
+use crate::service::gate::admit_request;
+use crate::state::AppState;
 use crate::supervise::Class;
 
 /// What a route demands of its caller. Attached to the route itself (see `route`), so the
@@ -81,10 +82,7 @@ fn check(
         .and_then(|v| v.to_str().ok());
     let token = token_of(authorization, req.query_string());
     let peer = req.peer_addr().map(|a| a.ip());
-    let principal = Arc::new(app.auth.authenticate(token, peer)?);
-    principal.require(scope)?;
-    app.supervisor.admit(&principal, class)?;
-    Ok(Some(principal))
+    admit_request(app, token, peer, scope, class).map(Some)
 }
 
 /// The gate of one matched route: authentication, the route's scope, admission, rate limits.

@@ -1,6 +1,5 @@
-//! `/health/startup|live|ready` and `/metrics`.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! `/health/startup|live|ready` (from the server's `Lifecycle` and the shed level) and
+//! `/metrics` (the Prometheus exposition, without series of deleted collections).
 
 use std::collections::HashSet;
 
@@ -8,29 +7,7 @@ use actix_web::{web, HttpResponse};
 use ruvector_actors::router::ListCollections;
 use serde_json::json;
 
-use super::AppState;
-
-/// What the probes report: data loaded, draining.
-#[derive(Default)]
-pub struct Health {
-    loaded: AtomicBool,
-    draining: AtomicBool,
-}
-
-impl Health {
-    pub fn set_loaded(&self) {
-        self.loaded.store(true, Ordering::Release);
-    }
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
-    }
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
+use crate::state::AppState;
 
 fn answer(state: &AppState, ok: bool, status: &str) -> HttpResponse {
     let body = json!({
@@ -48,7 +25,7 @@ fn answer(state: &AppState, ok: bool, status: &str) -> HttpResponse {
 }
 
 pub async fn startup(state: web::Data<AppState>) -> HttpResponse {
-    let loaded = state.health.is_loaded();
+    let loaded = state.lifecycle.is_loaded();
     answer(&state, loaded, if loaded { "started" } else { "loading" })
 }
 
@@ -57,7 +34,7 @@ pub async fn live(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let h = &state.health;
+    let h = &state.lifecycle;
     let status = if h.is_draining() {
         "draining"
     } else if !h.is_loaded() {

@@ -1,40 +1,24 @@
-//! The HTTP edge: routes (PROTOCOL.md), JSON errors, request metrics.
+//! The HTTP transport (actix-web): the one route table (PROTOCOL.md), each route with its gate
+//! (`guard`), bounded bodies (`body`), thin handlers over the service layer (`collections`,
+//! `points`, `search`, `sse`), probes and `/metrics` (`health`), the HTTP face of errors
+//! (`error`) and request metrics (`record`).
 
 pub mod body;
+pub mod collections;
 pub mod error;
 pub mod guard;
 pub mod health;
-pub mod rest;
+pub mod points;
+pub mod search;
+pub mod sse;
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use actix::Addr;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{web, HttpRequest, HttpResponse};
-use metrics_exporter_prometheus::PrometheusHandle;
-use ruvector_actors::router::Router;
 use ruvector_actors::EngineError;
 
-use crate::auth::Auth;
-use crate::settings::Settings;
-use crate::stream::{sse, Streams};
-use crate::supervise::Supervisor;
-use error::ApiError;
-use health::Health;
-use ruvector_actors::hub::Hub;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub router: Addr<Router>,
-    pub settings: Arc<Settings>,
-    pub health: Arc<Health>,
-    pub prometheus: Option<PrometheusHandle>,
-    pub hub: Arc<Hub>,
-    pub streams: Arc<Streams>,
-    pub auth: Arc<Auth>,
-    pub supervisor: Arc<Supervisor>,
-}
+use crate::error::ApiError;
 
 /// Reached only by a WebSocket upgrade sent after other requests on a keep-alive connection: the
 /// WebSocket layer takes a connection's first request only.
@@ -58,76 +42,81 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     const POST: Method = Method::POST;
     const PATCH: Method = Method::PATCH;
     const DELETE: Method = Method::DELETE;
-    cfg.app_data(web::QueryConfig::default().error_handler(rest::query_error))
-        .app_data(web::PathConfig::default().error_handler(rest::path_error))
+    cfg.app_data(web::QueryConfig::default().error_handler(search::query_error))
+        .app_data(web::PathConfig::default().error_handler(search::path_error))
         .service(route(GET, "/health/startup", Access::Open, health::startup))
         .service(route(GET, "/health/live", Access::Open, health::live))
         .service(route(GET, "/health/ready", Access::Open, health::ready))
         .service(route(GET, "/metrics", Access::Metrics, health::metrics))
         .service(
             web::scope("/api/v1")
-                .service(route(GET, "/collections", READ, rest::list_collections))
+                .service(route(
+                    GET,
+                    "/collections",
+                    READ,
+                    collections::list_collections,
+                ))
                 .service(route(
                     PUT,
                     "/collections/{name}",
                     ADMIN,
-                    rest::create_collection,
+                    collections::create_collection,
                 ))
                 .service(route(
                     GET,
                     "/collections/{name}",
                     READ,
-                    rest::get_collection,
+                    collections::get_collection,
                 ))
                 .service(route(
                     DELETE,
                     "/collections/{name}",
                     ADMIN,
-                    rest::delete_collection,
+                    collections::delete_collection,
                 ))
                 .service(route(
                     PUT,
                     "/collections/{name}/points",
                     WRITE,
-                    rest::upsert_points,
+                    points::upsert_points,
                 ))
                 .service(route(
                     POST,
                     "/collections/{name}/points/search",
                     READ,
-                    rest::search_points,
+                    search::search_points,
                 ))
                 .service(route(
                     POST,
                     "/collections/{name}/points/search/batch",
                     READ,
-                    rest::search_batch,
+                    search::search_batch,
                 ))
                 .service(route(
                     GET,
                     "/collections/{name}/points/{id}",
                     READ,
-                    rest::get_point,
+                    points::get_point,
                 ))
                 .service(route(
                     PATCH,
                     "/collections/{name}/points/{id}",
                     WRITE,
-                    rest::patch_point,
+                    points::patch_point,
                 ))
                 .service(route(
                     DELETE,
                     "/collections/{name}/points/{id}",
                     WRITE,
-                    rest::delete_point,
+                    points::delete_point,
                 ))
                 .service(route(GET, "/ws", Access::Open, ws_not_first))
                 .service(route(POST, "/stream/search", STREAM, sse::search_post))
                 .service(route(GET, "/stream/search", STREAM, sse::search_get))
                 .service(route(GET, "/stream/subscribe", STREAM, sse::subscribe))
-                .service(route(POST, "/insert", WRITE, rest::short_insert))
-                .service(route(POST, "/search", READ, rest::short_search))
-                .service(route(GET, "/search", READ, rest::short_search_get)),
+                .service(route(POST, "/insert", WRITE, points::short_insert))
+                .service(route(POST, "/search", READ, search::short_search))
+                .service(route(GET, "/search", READ, search::short_search_get)),
         )
         .default_service(web::to(not_found));
 }

@@ -1,15 +1,15 @@
 //! Stream frames (PROTOCOL.md §Streams): what clients send, parsed in two steps so that even a
 //! bad frame's reply can echo its `id`, and the server's replies.
 
-use ruvector_actors::hub::Delivery;
-use ruvector_actors::types::{Hit, Metadata};
+use ruvector_actors::types::Hit;
 use ruvector_actors::EngineError;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::http::error::ApiError;
-use crate::http::rest::{self, PointBody, SearchBody};
+use crate::error::ApiError;
+use crate::service::shapes::{self, ranked_hit, PointBody, RankedHit, SearchBody};
+use crate::service::subscribe::SubscribeRequest;
 
 /// The first look at a frame: its type and request id (every other field skipped).
 #[derive(Deserialize)]
@@ -26,16 +26,16 @@ pub struct SearchFrame {
     pub vector: Option<Vec<f32>>,
     /// Search by a stored point's vector (`id` is the request id on a stream).
     pub vector_id: Option<String>,
-    #[serde(default = "rest::default_k")]
+    #[serde(default = "shapes::default_k")]
     pub k: usize,
     pub ef_search: Option<usize>,
     pub filter: Option<Value>,
     pub score_threshold: Option<f32>,
     #[serde(default)]
     pub with_vector: bool,
-    #[serde(default = "rest::yes")]
+    #[serde(default = "shapes::yes")]
     pub with_metadata: bool,
-    #[serde(default = "rest::yes")]
+    #[serde(default = "shapes::yes")]
     pub stream: bool,
 }
 
@@ -70,15 +70,6 @@ pub struct DeleteFrame {
 }
 
 #[derive(Deserialize)]
-pub struct SubscribeFrame {
-    pub collection: String,
-    pub vector: Option<Vec<f32>>,
-    pub k: Option<usize>,
-    pub score_threshold: Option<f32>,
-    pub filter: Option<Value>,
-}
-
-#[derive(Deserialize)]
 pub struct UnsubscribeFrame {
     pub subscription: u64,
 }
@@ -98,7 +89,7 @@ pub enum Request {
     Search(SearchFrame),
     Insert(InsertFrame),
     Delete(DeleteFrame),
-    Subscribe(SubscribeFrame),
+    Subscribe(SubscribeRequest),
     Unsubscribe(UnsubscribeFrame),
     Ping,
     Auth(AuthFrame),
@@ -187,32 +178,6 @@ pub fn error_frame<'a>(id: &'a Value, e: &ApiError) -> ErrorFrame<'a> {
     }
 }
 
-/// One hit of a streamed search (WebSocket `result` frames, SSE `result` events).
-#[derive(Serialize)]
-pub struct RankedHit<'a> {
-    pub query_id: u64,
-    pub rank: usize,
-    pub vector_id: &'a str,
-    pub score: f32,
-    pub distance: f32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<&'a Metadata>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vector: Option<&'a [f32]>,
-}
-
-pub fn ranked_hit(query_id: u64, rank: usize, h: &Hit) -> RankedHit<'_> {
-    RankedHit {
-        query_id,
-        rank,
-        vector_id: &h.id,
-        score: h.score,
-        distance: h.distance,
-        metadata: h.metadata.as_deref(),
-        vector: h.vector.as_deref(),
-    }
-}
-
 #[derive(Serialize)]
 pub struct ResultFrame<'a> {
     #[serde(rename = "type")]
@@ -227,34 +192,6 @@ pub fn result_frame<'a>(id: &'a Value, query_id: u64, rank: usize, h: &'a Hit) -
         kind: "result",
         id,
         hit: ranked_hit(query_id, rank, h),
-    }
-}
-
-#[derive(Serialize)]
-pub struct EventFrame<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub subscription: u64,
-    pub collection: &'a str,
-    pub op: &'static str,
-    pub vector_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<&'a Metadata>,
-    pub seq: u64,
-}
-
-pub fn event_frame<'a>(collection: &'a str, d: &'a Delivery) -> EventFrame<'a> {
-    EventFrame {
-        kind: "event",
-        subscription: d.subscription,
-        collection,
-        op: d.change.op.as_str(),
-        vector_id: &d.change.id,
-        score: d.score,
-        metadata: d.change.metadata.as_deref(),
-        seq: d.seq,
     }
 }
 
@@ -286,9 +223,9 @@ mod tests {
         let (_, req) = parse(br#"{"type":"search","query":[1,2],"k":3}"#)
             .ok()
             .unwrap();
-        match req {
-            Request::Search(s) => assert!(s.stream && s.k == 3),
-            _ => panic!("expected a search"),
-        }
+        let Request::Search(s) = req else {
+            panic!("expected a search")
+        };
+        assert!(s.stream && s.k == 3);
     }
 }

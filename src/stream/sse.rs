@@ -1,335 +1,444 @@
-//! SSE streams (PROTOCOL.md §SSE): incremental search results and subscriptions.
-//!
-//! Requests are checked before the stream starts, so a bad one gets the usual JSON error and
-//! status. A search's events are produced lazily from the shard merge as actix-web writes them.
-//! A subscription's events come from the hub through a bounded channel; a client that lets it
-//! fill loses the subscription and the stream ends with an `error` event. `Last-Event-ID` (or
-//! `?last_event_id=`) resumes from the hub's replay window, or starts with `event: reset` when
-//! the window no longer reaches back that far. `: ping` comments keep quiet streams open.
+//! The lean SSE server: a connection's first `GET /api/v1/stream/subscribe|search`, served by an
+//! actor with the WebSocket layer's buffer discipline (no buffer held while quiet, the bounded
+//! `Outbox`, one registry sweeper for heartbeats and write timeouts, no timer per stream). The
+//! request passes the same gate and service calls as actix-web's SSE handlers (`http::sse`) and
+//! sends the same events (`service::sse`), framed as a chunked body; the connection closes when
+//! the stream ends. A bad request is answered before the stream starts, with the usual JSON
+//! error and status.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix::prelude::*;
+use actix_web::web;
 use bytes::Bytes;
-use futures_util::stream::{self, Stream};
-use ruvector_actors::hub::{Delivery, ResetNeeded, Sink};
-use ruvector_actors::router::{Lookup, Ranked};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use ruvector_actors::router::Ranked;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
 
-use super::proto::{self, SubscribeFrame};
-use super::session::prepare_subscription;
-use super::{Kind, Permit};
-use crate::http::body::read_json;
-use crate::http::error::ApiError;
-use crate::http::guard::Caller;
-use crate::http::rest::{self, SearchBody, SearchQuery, DEFAULT_COLLECTION};
-use crate::http::AppState;
+use super::conn::{read_head, refuse, when_writable, Conn, Head, Readable, SCRATCH};
+use super::http1::{self, SseHead};
+use super::outbox::{Bounds, Outbox};
+use super::push::{ActorSink, Overflow, Push};
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::registry::{next_query_id, Control, Kind, Permit, Registration};
+use crate::service::gate::admit_request;
+use crate::service::search::search_ranked;
+use crate::service::shapes::{SearchQuery, DEFAULT_COLLECTION};
+use crate::service::sse;
+use crate::service::subscribe::{self, Prepared, SubscribeQuery};
+use crate::state::AppState;
+use crate::supervise::Class;
 
-type Chunk = Result<Bytes, actix_web::Error>;
+const SUBSCRIBE: &str = "/api/v1/stream/subscribe";
+const SEARCH: &str = "/api/v1/stream/search";
+/// Socket reads one wake-up may do (a client has nothing to send; what it sends is dropped).
+const READS_PER_WAKE: usize = 4;
 
-/// One SSE event; the JSON repeats the event name as `"event"`.
-fn event(name: &str, id: Option<u64>, data: &impl Serialize) -> Bytes {
-    let mut out = format!("event: {name}\n");
-    if let Some(id) = id {
-        out.push_str(&format!("id: {id}\n"));
-    }
-    out.push_str("data: ");
-    let mut v = out.into_bytes();
-    if serde_json::to_writer(&mut v, data).is_err() {
-        v.extend_from_slice(b"{}");
-    }
-    v.extend_from_slice(b"\n\n");
-    metrics::counter!("ruvector_stream_frames_out_total", "type" => "sse").increment(1);
-    Bytes::from(v)
+/// Counts the request as actix-web's `record` does for the routes it serves.
+fn record(route: &'static str, status: u16, started: Instant) {
+    metrics::counter!("ruvector_http_requests_total", "route" => route, "method" => "GET",
+        "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!("ruvector_http_request_duration_seconds", "route" => route, "method" => "GET")
+        .record(started.elapsed().as_secs_f64());
 }
 
-fn sse_response(body: impl Stream<Item = Chunk> + 'static) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body)
+fn query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(q)
+        .map_err(|e| ApiError::invalid(format!("bad query string: Query deserialize error: {e}")))
 }
 
-/// `GET /api/v1/stream/search`: a search by a stored point's id (the query string of
-/// `GET /api/v1/search`).
-pub async fn search_get(
-    app: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<SearchQuery>,
-) -> Result<HttpResponse, ApiError> {
-    search(app, caller, q.into_inner().into_body()?).await
+/// What a stream sends.
+enum Feed {
+    /// Search results, produced from the merge as the queue has room.
+    Search(Box<SearchFeed>),
+    Subscription {
+        id: u64,
+        stored: Arc<str>,
+        shown: Arc<str>,
+    },
+    /// The last event is queued.
+    Ended,
 }
 
-/// `POST /api/v1/stream/search` with a search body.
-pub async fn search_post(
-    app: web::Data<AppState>,
-    caller: Caller,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let (body, _busy): (SearchBody, _) = read_json(&app, payload).await?;
-    search(app, caller, body).await
+struct SearchFeed {
+    ranked: Ranked,
+    query_id: u64,
+    sent: u64,
+    started: Instant,
 }
 
-async fn search(
-    app: web::Data<AppState>,
-    caller: Caller,
-    body: SearchBody,
-) -> Result<HttpResponse, ApiError> {
+/// How a stream starts: the request's checked form.
+enum Start {
+    Search(Box<SearchFeed>),
+    Subscription {
+        prepared: Prepared,
+        shown: Arc<str>,
+        resume_after: Option<u64>,
+    },
+}
+
+/// Serves a connection's first SSE request.
+pub async fn serve(mut io: TcpStream, app: web::Data<AppState>) {
+    let timeout = Duration::from_millis(app.settings.server.client_request_timeout_ms);
+    let head = match read_head(&mut io, timeout, http1::parse_sse).await {
+        Head::Parsed(h) => h,
+        Head::Bad(why) => {
+            refuse(io, &ApiError::invalid(why)).await;
+            return;
+        }
+        Head::Gone => return,
+    };
     let started = Instant::now();
+    let route = if head.path == SUBSCRIBE {
+        SUBSCRIBE
+    } else {
+        SEARCH
+    };
+    let peer = io.peer_addr().ok().map(|a| a.ip());
+    match prepare(&app, route, head, peer).await {
+        Ok((start, permit)) => {
+            record(route, 200, started);
+            SseStream::begin(app, io, permit, start);
+        }
+        Err(e) => {
+            record(route, e.status(), started);
+            refuse(io, &e).await;
+        }
+    }
+}
+
+/// The gate, the query and the service call that precede a stream's first byte.
+async fn prepare(
+    app: &AppState,
+    route: &'static str,
+    head: SseHead,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(Start, Permit), ApiError> {
+    let caller: Arc<Principal> =
+        admit_request(app, head.token.as_deref(), peer, Scope::Read, Class::Stream)?;
+    let _busy = app.supervisor.begin();
+    if route == SUBSCRIBE {
+        let q: SubscribeQuery = query(&head.query)?;
+        let (request, resume_after) = q.into_request(head.last_event_id.as_deref())?;
+        let shown: Arc<str> = Arc::from(request.collection.as_str());
+        let permit = app.streams.admit(Kind::Sse)?;
+        let prepared = subscribe::prepare(app, &caller, request).await?;
+        return Ok((
+            Start::Subscription {
+                prepared,
+                shown,
+                resume_after,
+            },
+            permit,
+        ));
+    }
+    let started = Instant::now();
+    let body = query::<SearchQuery>(&head.query)?.into_body()?;
     let name = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
     let permit = app.streams.admit(Kind::Sse)?;
-    let c = rest::ask(&app, Lookup(name)).await??;
-    let req = rest::resolve_search(&c, body)?;
-    let ranked = rest::deadline(&app, async { Ok(c.search_ranked(req).await?) }).await?;
-    app.supervisor.record_search(started.elapsed());
-    let query_id = super::next_query_id();
-    struct State {
-        ranked: Ranked,
-        sent: u64,
-        started: Instant,
-        query_id: u64,
-        phase: u8,
-        _permit: Permit,
-    }
-    let state = State {
+    let ranked = search_ranked(app, name, body).await?;
+    let feed = SearchFeed {
         ranked,
+        query_id: next_query_id(),
         sent: 0,
         started,
-        query_id,
-        phase: 0,
-        _permit: permit,
     };
-    let body = stream::unfold(state, |mut s| async move {
-        let chunk = match s.phase {
-            0 => {
-                s.phase = 1;
-                event(
-                    "search_start",
-                    Some(0),
-                    &json!({"event": "search_start", "query_id": s.query_id}),
-                )
+    Ok((Start::Search(Box::new(feed)), permit))
+}
+
+pub struct SseStream {
+    app: web::Data<AppState>,
+    conn: Rc<Conn>,
+    permit: Permit,
+    registration: Option<Registration>,
+    reader: Option<SpawnHandle>,
+    out: Outbox,
+    feed: Feed,
+    waiting_writable: bool,
+    last_write: Instant,
+    last_progress: Instant,
+    done: bool,
+}
+
+impl SseStream {
+    fn begin(app: web::Data<AppState>, sock: TcpStream, permit: Permit, start: Start) {
+        let _ = sock.set_nodelay(true);
+        let now = Instant::now();
+        SseStream::create(move |ctx| {
+            let mut s = SseStream {
+                app,
+                conn: Conn::new(sock),
+                permit,
+                registration: None,
+                reader: None,
+                out: Outbox::default(),
+                feed: Feed::Ended,
+                waiting_writable: false,
+                last_write: now,
+                last_progress: now,
+                done: false,
+            };
+            ctx.set_mailbox_capacity(s.app.settings.stream.max_outbound_messages);
+            match start {
+                Start::Search(f) => {
+                    s.out.push(http1::sse_head(&sse::HEADERS));
+                    s.out.push(http1::chunk(&sse::search_start(f.query_id)));
+                    s.feed = Feed::Search(f);
+                }
+                Start::Subscription {
+                    prepared,
+                    shown,
+                    resume_after,
+                } => {
+                    let stored: Arc<str> = Arc::from(prepared.collection.as_str());
+                    let sink = Arc::new(ActorSink(ctx.address()));
+                    match subscribe::open(&s.app, prepared, sink, resume_after) {
+                        Ok(opened) => {
+                            s.out.push(http1::sse_head(&sse::HEADERS));
+                            for e in sse::subscribed(&opened, &shown) {
+                                s.out.push(http1::chunk(&e));
+                            }
+                            s.feed = Feed::Subscription {
+                                id: opened.id,
+                                stored,
+                                shown,
+                            };
+                        }
+                        Err(e) => s.out.push(Bytes::from(http1::refusal(&e))),
+                    }
+                }
             }
-            1 => match s.ranked.next() {
-                Some(h) => {
-                    s.sent += 1;
-                    if s.sent == 1 {
+            s
+        });
+    }
+
+    fn bounds(&self) -> Bounds {
+        let c = &self.app.settings.stream;
+        Bounds {
+            frames: c.max_outbound_messages,
+            bytes: c.max_outbound_bytes,
+        }
+    }
+
+    /// Queues the stream's last event (if any) and the end of the body; the connection closes
+    /// once they are written (or after `stream.close_grace_ms`).
+    fn end(&mut self, last: Option<Bytes>, drop_backlog: bool, ctx: &mut Context<Self>) {
+        if matches!(self.feed, Feed::Ended) {
+            return;
+        }
+        self.unsubscribe();
+        self.feed = Feed::Ended;
+        if drop_backlog {
+            self.out.truncate(0);
+        }
+        if let Some(e) = last {
+            self.out.push(http1::chunk(&e));
+        }
+        self.out.push(Bytes::from_static(http1::LAST_CHUNK));
+        let grace = Duration::from_millis(self.app.settings.stream.close_grace_ms);
+        ctx.run_later(grace, |act, ctx| act.finish(ctx));
+        self.flush(ctx);
+    }
+
+    fn unsubscribe(&mut self) {
+        if let Feed::Subscription { id, stored, .. } = &self.feed {
+            self.app.hub.unsubscribe(stored, *id);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.unsubscribe();
+        self.feed = Feed::Ended;
+        if let Some(h) = self.reader.take() {
+            self.conn.paused.set(true);
+            ctx.cancel_future(h);
+        }
+        ctx.stop();
+    }
+
+    /// Search results while the queue has room.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let b = self.bounds();
+        while self.out.cost() < b.bytes / 4 && self.out.len() < (b.frames / 2).max(1) {
+            let Feed::Search(f) = &mut self.feed else {
+                return;
+            };
+            match f.ranked.next() {
+                Some(hit) => {
+                    f.sent += 1;
+                    if f.sent == 1 {
                         metrics::histogram!("ruvector_stream_first_result_seconds")
-                            .record(s.started.elapsed().as_secs_f64());
+                            .record(f.started.elapsed().as_secs_f64());
                     }
-                    #[derive(Serialize)]
-                    struct SseResult<'a> {
-                        event: &'static str,
-                        #[serde(flatten)]
-                        hit: proto::RankedHit<'a>,
-                    }
-                    let hit = proto::ranked_hit(s.query_id, s.sent as usize, &h);
-                    event(
-                        "result",
-                        Some(s.sent),
-                        &SseResult {
-                            event: "result",
-                            hit,
-                        },
-                    )
+                    let e = sse::result(f.query_id, f.sent, &hit);
+                    self.out.push(http1::chunk(&e));
                 }
                 None => {
-                    s.phase = 2;
                     metrics::histogram!("ruvector_stream_search_seconds")
-                        .record(s.started.elapsed().as_secs_f64());
-                    event(
-                        "search_complete",
-                        Some(s.sent + 1),
-                        &json!({"event": "search_complete", "query_id": s.query_id,
-                                "total_results": s.sent, "took_ms": rest::took_ms(s.started)}),
-                    )
+                        .record(f.started.elapsed().as_secs_f64());
+                    let e = sse::search_complete(f.query_id, f.sent, f.started);
+                    self.end(Some(e), false, ctx);
+                    return;
                 }
-            },
-            _ => return None,
-        };
-        Some((Ok::<_, actix_web::Error>(chunk), s))
-    });
-    Ok(sse_response(body))
-}
-
-#[derive(Deserialize)]
-pub struct SubscribeQuery {
-    collection: String,
-    filter: Option<String>,
-    vector: Option<String>,
-    k: Option<usize>,
-    score_threshold: Option<f32>,
-    last_event_id: Option<u64>,
-}
-
-struct SseSink(mpsc::Sender<Delivery>);
-
-impl Sink for SseSink {
-    fn deliver(&self, d: Delivery) -> bool {
-        self.0.try_send(d).is_ok()
-    }
-}
-
-/// Unsubscribes when the stream is dropped (client gone, drained, or ended).
-struct SubGuard {
-    app: web::Data<AppState>,
-    collection: Arc<str>,
-    id: u64,
-}
-
-impl Drop for SubGuard {
-    fn drop(&mut self) {
-        self.app.hub.unsubscribe(&self.collection, self.id);
-    }
-}
-
-/// `GET /api/v1/stream/subscribe`.
-pub async fn subscribe(
-    app: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    q: web::Query<SubscribeQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    let json_param = |name: &str, v: Option<String>| -> Result<Option<Value>, ApiError> {
-        v.map(|s| {
-            serde_json::from_str(&s)
-                .map_err(|e| ApiError::invalid(format!("{name} is not JSON: {e}")))
-        })
-        .transpose()
-    };
-    let vector: Option<Vec<f32>> = match json_param("vector", q.vector)? {
-        None => None,
-        Some(v) => Some(
-            serde_json::from_value(v)
-                .map_err(|_| ApiError::invalid("vector must be an array of numbers"))?,
-        ),
-    };
-    let last_id = match req.headers().get("Last-Event-ID") {
-        Some(h) => Some(
-            h.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a sequence number"))?,
-        ),
-        None => q.last_event_id,
-    };
-    let shown = q.collection.clone();
-    let frame = SubscribeFrame {
-        collection: caller.internal(&q.collection)?,
-        vector,
-        k: q.k,
-        score_threshold: q.score_threshold,
-        filter: json_param("filter", q.filter)?,
-    };
-    let permit = app.streams.admit(Kind::Sse)?;
-    let (collection, query, top) = prepare_subscription(&app, frame).await?;
-    let cfg = &app.settings.stream;
-    let (tx, rx) = mpsc::channel(cfg.max_outbound_messages);
-    let sink = Arc::new(SseSink(tx));
-    let mut first = Vec::new();
-    let subscribed = match app.hub.subscribe(
-        &collection,
-        query.clone(),
-        top.clone(),
-        sink.clone(),
-        last_id,
-    ) {
-        Ok(r) => r,
-        Err(ResetNeeded) => {
-            let r = app
-                .hub
-                .subscribe(&collection, query, top, sink, None)
-                .map_err(|_| ApiError::invalid("subscription refused"))?;
-            metrics::counter!("ruvector_sse_resets_total").increment(1);
-            first.push(event(
-                "reset",
-                None,
-                &json!({"event": "reset", "seq": r.1,
-                        "message": "the requested position left the replay window"}),
-            ));
-            r
-        }
-    };
-    let (id, seq) = subscribed;
-    first.insert(
-        0,
-        event(
-            "subscribed",
-            None,
-            &json!({"event": "subscribed", "subscription": id, "collection": shown, "seq": seq}),
-        ),
-    );
-    let stored: Arc<str> = Arc::from(collection.as_str());
-    struct State {
-        first: std::vec::IntoIter<Bytes>,
-        rx: mpsc::Receiver<Delivery>,
-        beat: tokio::time::Interval,
-        drain: watch::Receiver<bool>,
-        collection: Arc<str>,
-        ended: bool,
-        _guard: SubGuard,
-        _permit: Permit,
-    }
-    let beat_every = Duration::from_millis(cfg.heartbeat_interval_ms);
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = State {
-        first: first.into_iter(),
-        rx,
-        beat,
-        drain: app.streams.drain_signal(),
-        collection: Arc::from(shown.as_str()),
-        ended: false,
-        _guard: SubGuard {
-            app: app.clone(),
-            collection: stored,
-            id,
-        },
-        _permit: permit,
-    };
-    let body = stream::unfold(state, |mut s| async move {
-        if s.ended {
-            return None;
-        }
-        if let Some(b) = s.first.next() {
-            return Some((Ok::<_, actix_web::Error>(b), s));
-        }
-        if *s.drain.borrow() {
-            s.ended = true;
-            let b = event(
-                "end",
-                None,
-                &json!({"event": "end", "reason": "server draining"}),
-            );
-            return Some((Ok(b), s));
-        }
-        let chunk = tokio::select! {
-            d = s.rx.recv() => match d {
-                Some(d) => {
-                    let mut v = serde_json::to_value(proto::event_frame(&s.collection, &d))
-                        .unwrap_or(Value::Null);
-                    v["event"] = json!("event");
-                    metrics::counter!("ruvector_stream_events_sent_total").increment(1);
-                    event("event", Some(d.seq), &v)
-                }
-                None => {
-                    s.ended = true;
-                    metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
-                    event("error", None, &json!({"event": "error", "code": "overloaded",
-                        "message": "slow consumer: events overflowed; reconnect with Last-Event-ID"}))
-                }
-            },
-            _ = s.beat.tick() => Bytes::from_static(b": ping\n\n"),
-            _ = s.drain.changed() => {
-                s.ended = true;
-                event("end", None, &json!({"event": "end", "reason": "server draining"}))
             }
+        }
+    }
+
+    /// Writes what the socket takes without blocking; waits for writability otherwise.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        loop {
+            self.pump(ctx);
+            if self.done || self.out.is_empty() {
+                break;
+            }
+            let mut progress = false;
+            let written = self.out.write_to(&self.conn.sock, |_| progress = true);
+            if progress {
+                self.last_progress = Instant::now();
+            }
+            match written {
+                Ok(0) => return self.finish(ctx),
+                Ok(_) => self.last_write = Instant::now(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return self.wait_writable(ctx);
+                }
+                Err(_) => return self.finish(ctx),
+            }
+        }
+        if matches!(self.feed, Feed::Ended) && self.out.is_empty() {
+            self.finish(ctx);
+        }
+    }
+
+    fn wait_writable(&mut self, ctx: &mut Context<Self>) {
+        if self.waiting_writable {
+            return;
+        }
+        self.waiting_writable = true;
+        let conn = self.conn.clone();
+        when_writable(&conn, self, ctx, |act, ctx, ok| {
+            act.waiting_writable = false;
+            if ok {
+                act.flush(ctx);
+            } else {
+                act.finish(ctx);
+            }
+        });
+    }
+
+    /// The client sends nothing after its request: anything read is dropped, EOF ends the
+    /// stream.
+    fn read_some(&mut self, ctx: &mut Context<Self>) {
+        for _ in 0..READS_PER_WAKE {
+            let read = SCRATCH.with(|s| self.conn.sock.try_read(&mut s.borrow_mut()[..]));
+            match read {
+                Ok(0) => return self.finish(ctx),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.finish(ctx),
+            }
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.done || matches!(self.feed, Feed::Ended) {
+            return;
+        }
+        let c = &self.app.settings.stream;
+        let now = Instant::now();
+        if !self.out.is_empty()
+            && now.duration_since(self.last_progress) >= Duration::from_millis(c.write_timeout_ms)
+        {
+            // Nothing reaches this client: an explaining event would not either.
+            metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
+            return self.finish(ctx);
+        }
+        if now.duration_since(self.last_write) >= Duration::from_millis(c.heartbeat_interval_ms) {
+            self.out.push(http1::chunk(sse::PING));
+            self.last_write = now;
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Actor for SseStream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let control = ctx.address().recipient();
+        self.registration = Some(self.app.streams.register(&self.permit, control));
+        self.reader = Some(ctx.add_stream(Readable(self.conn.clone())));
+        self.flush(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.unsubscribe();
+    }
+}
+
+impl StreamHandler<std::io::Result<()>> for SseStream {
+    fn handle(&mut self, r: std::io::Result<()>, ctx: &mut Self::Context) {
+        match r {
+            Ok(()) => self.read_some(ctx),
+            Err(_) => self.finish(ctx),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<Push> for SseStream {
+    type Result = ();
+
+    fn handle(&mut self, Push(d): Push, ctx: &mut Self::Context) {
+        let Feed::Subscription { id, shown, .. } = &self.feed else {
+            return;
         };
-        Some((Ok(chunk), s))
-    });
-    Ok(sse_response(body))
+        if *id != d.subscription {
+            return;
+        }
+        let e = http1::chunk(&sse::change(shown, &d));
+        if self.out.would_overflow(e.len(), self.bounds()) {
+            return self.end(Some(sse::overflowed()), true, ctx);
+        }
+        self.out.push(e);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Overflow> for SseStream {
+    type Result = ();
+
+    fn handle(&mut self, _: Overflow, ctx: &mut Self::Context) {
+        self.end(Some(sse::overflowed()), true, ctx);
+    }
+}
+
+impl Handler<Control> for SseStream {
+    type Result = ();
+
+    fn handle(&mut self, c: Control, ctx: &mut Self::Context) {
+        match c {
+            Control::Tick => self.tick(ctx),
+            // Only WebSocket sessions are judged idle (an SSE client never sends).
+            Control::CloseIdle => {}
+            Control::Drain => {
+                // A search in progress finishes (it is bounded); a subscription ends now.
+                if matches!(self.feed, Feed::Subscription { .. }) {
+                    self.end(Some(sse::end_draining()), false, ctx);
+                }
+            }
+        }
+    }
 }

@@ -204,83 +204,6 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     control_frame(Control::Close, &p)
 }
 
-/// What the upgrade request asked for.
-pub struct Upgrade {
-    pub accept: String,
-    /// `Authorization: Bearer …`, else `?token=` of the request line.
-    pub token: Option<String>,
-    /// Bytes the client sent after the request head (its first frames).
-    pub rest: Vec<u8>,
-}
-
-/// Reads and checks an upgrade request head in `head` (the whole of it, `\r\n\r\n` included).
-/// `Ok(None)`: incomplete.
-pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let used = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err("malformed HTTP request"),
-    };
-    if req.method != Some("GET") {
-        return Err("a WebSocket upgrade must be a GET");
-    }
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
-        return Err("expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)");
-    }
-    if header("sec-websocket-version") != Some("13") {
-        return Err("only WebSocket version 13 is supported");
-    }
-    let key = header("sec-websocket-key").ok_or("missing Sec-WebSocket-Key")?;
-    let query = req
-        .path
-        .and_then(|p| p.split_once('?'))
-        .map(|(_, q)| q)
-        .unwrap_or("");
-    let token = crate::auth::token_of(header("authorization"), query).map(str::to_owned);
-    Ok(Some(Upgrade {
-        accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
-        token,
-        rest: buf[used..].to_vec(),
-    }))
-}
-
-/// A complete HTTP response for a refused upgrade, in the contract's JSON error shape.
-pub fn http_error(
-    status: u16,
-    reason: &str,
-    code: &str,
-    message: &str,
-    retry_ms: Option<u64>,
-) -> Vec<u8> {
-    let mut body = serde_json::json!({"error": {"code": code, "message": message}});
-    let mut extra = String::new();
-    if let Some(ms) = retry_ms {
-        body["retry_after_ms"] = ms.into();
-        extra = format!("Retry-After: {}\r\n", ms.div_ceil(1000));
-    }
-    let body = body.to_string();
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
-    format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,13 +226,11 @@ mod tests {
     fn frames_parse_in_place_and_partial_frames_wait() {
         let mut buf = masked(1, true, b"{\"type\":\"ping\"}");
         let n = buf.len();
-        match parse_frame(&mut buf, 1024).unwrap() {
-            Parsed::Frame(Incoming::Text(t), used) => {
-                assert_eq!(t, b"{\"type\":\"ping\"}");
-                assert_eq!(used, n);
-            }
-            _ => panic!("expected a text frame"),
-        }
+        let Parsed::Frame(Incoming::Text(t), used) = parse_frame(&mut buf, 1024).unwrap() else {
+            panic!("expected a text frame")
+        };
+        assert_eq!(t, b"{\"type\":\"ping\"}");
+        assert_eq!(used, n);
         let mut big = masked(1, true, &[b'a'; 300]);
         let total = big.len();
         assert!(matches!(
@@ -348,17 +269,5 @@ mod tests {
         assert_eq!(f.len(), 10 + long.len() + 2);
         let c = close_frame(4002, "slow consumer");
         assert_eq!(&c[..4], &[0x88, 15, 0x0f, 0xa2]);
-    }
-
-    #[test]
-    fn upgrade_heads_are_checked() {
-        let ok = b"GET /api/v1/ws?token=abc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nXY";
-        let u = parse_upgrade(ok).unwrap().unwrap();
-        assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(u.token.as_deref(), Some("abc"));
-        assert_eq!(u.rest, b"XY");
-        assert!(parse_upgrade(&ok[..40]).unwrap().is_none());
-        let plain = b"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert!(parse_upgrade(plain).is_err());
     }
 }

@@ -31,7 +31,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hdrhistogram::Histogram;
 use ruvector_actors::{EngineError, Overload};
-use serde::{Deserialize, Serialize};
 
 mod level;
 mod shedder;
@@ -40,45 +39,8 @@ pub use level::{LevelMachine, ShedLevel};
 pub use shedder::{Load, SupervisorActor};
 
 use crate::auth::{Principal, Tier};
-use crate::http::error::ApiError;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitSettings {
-    pub enabled: bool,
-    pub read_per_s: u32,
-    pub read_burst: u32,
-    pub write_per_s: u32,
-    pub write_burst: u32,
-    pub stream_per_s: u32,
-    pub stream_burst: u32,
-    pub premium_factor: u32,
-    pub throttle_per_s: u32,
-    pub abuse_refusals: u32,
-    pub max_keys: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShedSettings {
-    pub enabled: bool,
-    pub interval_ms: u64,
-    pub memory_limit_mb: u64,
-    pub p99_target_ms: f64,
-    pub throttle_at: f64,
-    pub close_idle_at: f64,
-    pub reject_at: f64,
-    pub hysteresis: f64,
-    pub cool_down_ms: u64,
-    pub idle_close_after_ms: u64,
-    pub idle_close_batch: usize,
-    pub shed_fraction: f64,
-    pub max_inflight: usize,
-    /// Mean queueing delay (search slot or shard writer) that counts as 100% load.
-    pub queue_delay_target_ms: f64,
-    /// Searches an interval must hold before their p99 is a signal.
-    pub p99_min_samples: u64,
-}
+use crate::error::ApiError;
+use crate::settings::{RateLimitSettings, ShedSettings};
 
 /// What a request or frame costs in rate-limit terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ use ruvector_actors::pool::SearchPool;
 
 use super::level::{LevelMachine, ShedLevel, Thresholds};
 use super::Supervisor;
-use crate::stream::Streams;
+use crate::registry::Streams;
 
 /// What the load consists of, each as a fraction of its limit.
 #[derive(Debug, Default, Clone, Copy)]

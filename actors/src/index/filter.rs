@@ -59,7 +59,7 @@ impl Budget {
             1 + match v {
                 Value::Array(a) => a.iter().map(nodes).sum(),
                 Value::Object(m) => m.values().map(nodes).sum(),
-                _ => 0,
+                Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => 0,
             }
         }
         self.values += nodes(v);
@@ -180,7 +180,10 @@ impl Filter {
     pub fn equality_key(&self) -> Option<(String, String)> {
         self.must.iter().find_map(|c| match c {
             Condition::Match(path, v) => index_key(v).map(|k| (path.join("."), k)),
-            _ => None,
+            Condition::Range(..)
+            | Condition::Any(..)
+            | Condition::Exists(..)
+            | Condition::Nested(_) => None,
         })
     }
 
@@ -263,11 +266,19 @@ fn parse_condition(c: &Value, depth: usize, count: &mut Budget) -> Result<Condit
                 count.values(&obj["any"])?;
                 Ok(Condition::Any(key, vs.clone()))
             }
-            _ => Err(bad("\"any\" must be an array")),
+            Value::Null
+            | Value::Bool(_)
+            | Value::Number(_)
+            | Value::String(_)
+            | Value::Object(_) => Err(bad("\"any\" must be an array")),
         },
         _ => match &obj["exists"] {
             Value::Bool(b) => Ok(Condition::Exists(key, *b)),
-            _ => Err(bad("\"exists\" must be true or false")),
+            Value::Null
+            | Value::Number(_)
+            | Value::String(_)
+            | Value::Array(_)
+            | Value::Object(_) => Err(bad("\"exists\" must be true or false")),
         },
     }
 }

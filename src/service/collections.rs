@@ -1,0 +1,89 @@
+//! Collection admin: create, list, get and delete, with the caller's tenant applied both ways
+//! (a tenant names `docs`, the engine stores `acme.docs`, answers say `docs` again, and other
+//! tenants' collections are invisible).
+
+use ruvector_actors::router::{
+    CollectionInfo, CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup,
+};
+use ruvector_actors::types::Metric;
+use serde::Deserialize;
+
+use super::call::ask;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The body of a collection create.
+#[derive(Deserialize)]
+pub struct CreateBody {
+    pub dimension: usize,
+    pub metric: Option<String>,
+    pub shards: Option<usize>,
+    pub hnsw: Option<HnswBody>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct HnswBody {
+    pub m: Option<usize>,
+    pub ef_construction: Option<usize>,
+    pub ef_search: Option<usize>,
+}
+
+/// A collection's info with the name as the caller knows it.
+fn shown(caller: &Principal, mut info: CollectionInfo) -> CollectionInfo {
+    if let Some(name) = caller.external(&info.name) {
+        info.name = name.to_owned();
+    }
+    info
+}
+
+/// Creates a collection (or finds the same one); `true` when it was created now.
+pub async fn create(
+    app: &AppState,
+    caller: &Principal,
+    name: &str,
+    body: CreateBody,
+) -> Result<(CollectionInfo, bool), ApiError> {
+    let hnsw = body.hnsw.unwrap_or_default();
+    let options = CollectionOptions {
+        dimension: body.dimension,
+        metric: body.metric.as_deref().map(Metric::parse).transpose()?,
+        shards: body.shards,
+        m: hnsw.m,
+        ef_construction: hnsw.ef_construction,
+        ef_search: hnsw.ef_search,
+    };
+    let (info, created) = ask(
+        app,
+        CreateCollection {
+            name: caller.internal(name)?,
+            options,
+        },
+    )
+    .await??;
+    Ok((shown(caller, info), created))
+}
+
+/// The caller's collections.
+pub async fn list(app: &AppState, caller: &Principal) -> Result<Vec<CollectionInfo>, ApiError> {
+    Ok(ask(app, ListCollections)
+        .await??
+        .into_iter()
+        .filter(|c| caller.external(&c.name).is_some())
+        .map(|c| shown(caller, c))
+        .collect())
+}
+
+pub async fn get(
+    app: &AppState,
+    caller: &Principal,
+    name: &str,
+) -> Result<CollectionInfo, ApiError> {
+    let c = ask(app, Lookup(caller.internal(name)?)).await??;
+    Ok(shown(caller, c.info()))
+}
+
+pub async fn delete(app: &AppState, caller: &Principal, name: &str) -> Result<(), ApiError> {
+    ask(app, DropCollection(caller.internal(name)?)).await??;
+    Ok(())
+}

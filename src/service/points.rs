@@ -1,0 +1,130 @@
+//! Point writes and reads: upsert (with ids assigned and metadata bounded before it is parsed),
+//! patch, delete and get, each through the router under the request deadline. Every transport's
+//! write goes through here, so a WebSocket insert and a REST upsert are one code path.
+
+use ruvector_actors::router::{Lookup, RouteWrite};
+use ruvector_actors::shard::WriteOp;
+use ruvector_actors::types::Point;
+use ruvector_actors::EngineError;
+
+use super::call::ask;
+use super::shapes::{id_of, metadata_of, PointBody};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Turns client points into upserts: ids assigned where missing, metadata checked.
+pub fn upserts(
+    points: Vec<PointBody>,
+    max_metadata_bytes: usize,
+) -> Result<(Vec<String>, Vec<WriteOp>), ApiError> {
+    if points.is_empty() {
+        return Err(ApiError::invalid("points must not be empty"));
+    }
+    let mut ids = Vec::with_capacity(points.len());
+    let mut ops = Vec::with_capacity(points.len());
+    for p in points {
+        let id = id_of(p.id)?;
+        ids.push(id.clone());
+        ops.push(WriteOp::Upsert {
+            id,
+            vector: p.vector,
+            metadata: metadata_of(p.metadata.as_deref(), max_metadata_bytes)?,
+        });
+    }
+    Ok((ids, ops))
+}
+
+/// Applies `ops` durably; per op, whether the point existed before. `create_dimension` creates
+/// the collection on first use (the short paths).
+pub async fn write(
+    app: &AppState,
+    collection: String,
+    ops: Vec<WriteOp>,
+    create_dimension: Option<usize>,
+) -> Result<Vec<bool>, ApiError> {
+    Ok(ask(
+        app,
+        RouteWrite {
+            collection,
+            ops,
+            create_dimension,
+        },
+    )
+    .await??)
+}
+
+/// Upserts `points`; returns their ids. With `create`, a missing collection is created with
+/// the first point's dimension (the short path and stream inserts).
+pub async fn upsert(
+    app: &AppState,
+    collection: String,
+    points: Vec<PointBody>,
+    create: bool,
+) -> Result<Vec<String>, ApiError> {
+    let dimension = create
+        .then(|| points.first().map(|p| p.vector.len()).filter(|d| *d > 0))
+        .flatten();
+    let (ids, ops) = upserts(points, app.settings.index.max_metadata_bytes)?;
+    write(app, collection, ops, dimension).await?;
+    Ok(ids)
+}
+
+/// Deletes points by id; returns how many existed.
+pub async fn delete(
+    app: &AppState,
+    collection: String,
+    ids: Vec<String>,
+) -> Result<usize, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid("ids must not be empty"));
+    }
+    let ops = ids.into_iter().map(|id| WriteOp::Delete { id }).collect();
+    let existed = write(app, collection, ops, None).await?;
+    Ok(existed.iter().filter(|e| **e).count())
+}
+
+/// Deletes one point; `not_found` when it did not exist.
+pub async fn delete_one(app: &AppState, collection: String, id: String) -> Result<(), ApiError> {
+    let existed = write(
+        app,
+        collection,
+        vec![WriteOp::Delete { id: id.clone() }],
+        None,
+    )
+    .await?;
+    if !existed.first().copied().unwrap_or(false) {
+        return Err(EngineError::NotFound(format!("point {id:?}")).into());
+    }
+    Ok(())
+}
+
+/// A stored point.
+pub async fn get(app: &AppState, collection: String, id: &str) -> Result<Point, ApiError> {
+    let c = ask(app, Lookup(collection)).await??;
+    Ok(c.get(id)?)
+}
+
+/// Merges `patch` (a JSON object's text) into a point's metadata; returns the point after.
+pub async fn patch(
+    app: &AppState,
+    collection: String,
+    id: String,
+    patch: &serde_json::value::RawValue,
+) -> Result<Point, ApiError> {
+    let patch =
+        metadata_of(Some(patch), app.settings.index.max_metadata_bytes)?.unwrap_or_default();
+    let existed = write(
+        app,
+        collection.clone(),
+        vec![WriteOp::Patch {
+            id: id.clone(),
+            patch,
+        }],
+        None,
+    )
+    .await?;
+    if !existed.first().copied().unwrap_or(false) {
+        return Err(EngineError::NotFound(format!("point {id:?}")).into());
+    }
+    get(app, collection, &id).await
+}

@@ -1,0 +1,27 @@
+//! `AppState`: what every transport and the service layer reach — the engine's router and hub,
+//! settings, the server's lifecycle, the stream registry, authentication and the supervisor.
+//! It sits below the transports so that none of them owns what the others need.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ruvector_actors::hub::Hub;
+use ruvector_actors::router::Router;
+
+use crate::auth::Auth;
+use crate::lifecycle::Lifecycle;
+use crate::registry::Streams;
+use crate::settings::Settings;
+use crate::supervise::Supervisor;
+
+pub struct AppState {
+    pub router: Addr<Router>,
+    pub settings: Arc<Settings>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub prometheus: Option<PrometheusHandle>,
+    pub hub: Arc<Hub>,
+    pub streams: Arc<Streams>,
+    pub auth: Arc<Auth>,
+    pub supervisor: Arc<Supervisor>,
+}
