@@ -13,7 +13,8 @@
 //! - `crash`: the crash-cycle benchmark (`kill -9` under concurrent writers, every
 //!   acknowledged operation checked after each restart).
 //! - `scenario`: the scenario files (`load/scenarios/*.toml`).
-//! - `run`: running a scenario (driver, worker processes, measurement); `report`: the JSON
+//! - `run`: running a scenario (the driver and its measurement); `worker`: one worker's streams;
+//!   `report`: the JSON
 //!   report, table and SVG chart.
 
 pub mod abuse;
@@ -24,3 +25,4 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod streams;
+pub mod worker;

@@ -110,7 +110,7 @@ fn main() {
         Command::BenchAnn(args) => ann::bench(&args).map(|_| ()),
         Command::IdleScale(args) => idle_scale(args),
         Command::Run(args) => run(args),
-        Command::Worker => ruvector_load::run::worker_main(),
+        Command::Worker => ruvector_load::worker::worker_main(),
         Command::Plot { report, out } => plot(&report, &out),
         Command::Crash(args) => crash(&args),
         Command::Abuse(args) => abuse(&args),

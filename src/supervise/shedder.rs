@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ruvector_actors::pool::SearchPool;
 
+use super::admission::Supervisor;
 use super::level::{LevelMachine, ShedLevel, Thresholds};
-use super::Supervisor;
 use crate::registry::Streams;
 
 /// What the load consists of, each as a fraction of its limit.

@@ -5,7 +5,7 @@
 //! temporary name and renamed, so a crash never leaves half a definition.
 
 pub mod collection;
-mod create;
+mod disk;
 pub mod repair;
 
 use std::collections::{HashMap, HashSet};
@@ -18,17 +18,13 @@ use futures_util::future::join_all;
 use crate::pool::SearchPool;
 use collection::ShardHandle;
 pub use collection::{Collection, CollectionInfo, Ranked, SearchRequest};
-use create::move_to_trash;
+use disk::{collections_dir, move_to_trash, open_collection, rand_u64, SPEC_FILE};
 
 use crate::config::{EngineConfig, IndexConfig};
 use crate::error::{EngineError, Overload, Result};
 use crate::hub::Hub;
-use crate::index::hnsw::PartitionSpec;
-use crate::shard::{shard_dir, OpenedShard, StopShard, WriteOp};
-use crate::storage::wal::sync_dir;
+use crate::shard::{OpenedShard, StopShard, WriteOp};
 use crate::types::{validate_stored_collection_name, CollectionSpec, HnswParams, Metric};
-
-const SPEC_FILE: &str = "collection.json";
 
 /// Options of a new collection; `None` takes the configured default.
 #[derive(Debug, Clone, Default)]
@@ -99,53 +95,6 @@ pub struct Router {
     /// order although creation runs off this actor's thread.
     creating: HashMap<String, Vec<Waiter>>,
     loaded: bool,
-}
-
-fn collections_dir(cfg: &EngineConfig) -> PathBuf {
-    cfg.storage.data_dir.join("collections")
-}
-
-fn write_spec(dir: &Path, spec: &CollectionSpec) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{SPEC_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SPEC_FILE))?;
-    sync_dir(dir)
-}
-
-/// Opens every shard of a collection (in parallel: each loads a snapshot and replays a log).
-fn open_collection(
-    cfg: &EngineConfig,
-    dir: &Path,
-    spec: &CollectionSpec,
-    pool: &Arc<SearchPool>,
-    hub: &Arc<Hub>,
-) -> Result<Vec<OpenedShard>> {
-    let pspec = PartitionSpec {
-        metric: spec.metric,
-        dimension: spec.dimension,
-        hnsw: spec.hnsw,
-    };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..spec.shards)
-            .map(|i| {
-                let pool = pool.clone();
-                let hub = hub.clone();
-                s.spawn(move || {
-                    OpenedShard::open(&shard_dir(dir, i), &spec.name, i, pspec, cfg, pool, hub)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| EngineError::Internal("shard loader panicked".into()))?
-            })
-            .collect()
-    })
 }
 
 impl Router {
@@ -267,7 +216,7 @@ impl Router {
         let root = collections_dir(&self.cfg);
         let job_spec = spec.clone();
         let work =
-            tokio::task::spawn_blocking(move || create::build(&cfg, &root, &job_spec, &pool, &hub));
+            tokio::task::spawn_blocking(move || disk::build(&cfg, &root, &job_spec, &pool, &hub));
         let name = name.to_owned();
         Box::pin(
             async move {
@@ -372,10 +321,6 @@ fn held_error(name: &str, reason: &str) -> EngineError {
     EngineError::Unavailable(format!(
         "collection {name:?} is held back after damage found at start: {reason}"
     ))
-}
-
-fn rand_u64() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 impl Actor for Router {

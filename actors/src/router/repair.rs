@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{collections_dir, SPEC_FILE};
+use super::disk::{collections_dir, SPEC_FILE};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
 use crate::index::hnsw::PartitionSpec;

@@ -7,80 +7,28 @@
 //! last applied sequence number.
 
 pub mod load;
+mod state;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
+pub use state::ShardState;
 pub use writer::{WriteJob, WriteOp, WriteOutcome};
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Overload, Result};
 use crate::hub::Hub;
 use crate::index::filter::Filter;
-use crate::index::hnsw::{Partition, PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
+use crate::index::hnsw::{PartitionQuery, PartitionSpec, SearchPath, SearchTuning};
 use crate::pool::SearchPool;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::types::Hit;
-
-/// What the actor, its writer thread and the router share.
-pub struct ShardState {
-    pub collection: Arc<str>,
-    pub shard: usize,
-    partition: RwLock<Arc<Partition>>,
-    seq: AtomicU64,
-    /// Set when the collection is being deleted: no final snapshot.
-    discarded: AtomicBool,
-    /// Where applied writes are published (subscriptions, replay window).
-    pub hub: Arc<Hub>,
-}
-
-impl ShardState {
-    /// The current partition. Searches keep the `Arc` they took even if a rebuild swaps it.
-    pub fn partition(&self) -> Arc<Partition> {
-        self.partition.read().clone()
-    }
-
-    fn swap_partition(&self, p: Arc<Partition>) {
-        *self.partition.write() = p;
-    }
-
-    /// Marks the shard's data as about to be deleted.
-    pub fn discard(&self) {
-        self.discarded.store(true, Ordering::Release);
-    }
-
-    fn is_discarded(&self) -> bool {
-        self.discarded.load(Ordering::Acquire)
-    }
-
-    /// Sequence number of the last applied write.
-    pub fn seq(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
-    }
-
-    fn set_seq(&self, s: u64) {
-        self.seq.store(s, Ordering::Release);
-    }
-
-    fn publish_gauges(&self) {
-        let p = self.partition();
-        let t = p.table();
-        let labels = [
-            ("collection", self.collection.to_string()),
-            ("shard", self.shard.to_string()),
-        ];
-        metrics::gauge!("ruvector_shard_points", &labels).set(t.live() as f64);
-        metrics::gauge!("ruvector_shard_tombstones", &labels).set(t.dead() as f64);
-    }
-}
 
 /// A prepared query shared by every shard of one search.
 pub struct ShardQuery {
@@ -162,14 +110,13 @@ impl OpenedShard {
             ms = started.elapsed().as_millis() as u64,
             "shard loaded"
         );
-        let state = Arc::new(ShardState {
-            collection: Arc::from(collection),
+        let state = Arc::new(ShardState::new(
+            Arc::from(collection),
             shard,
-            partition: RwLock::new(Arc::new(partition)),
-            seq: AtomicU64::new(report.last_seq),
-            discarded: AtomicBool::new(false),
+            partition,
+            report.last_seq,
             hub,
-        });
+        ));
         let log = WriteLog::create(dir, report.last_seq + 1)?;
         let (tx, rx) = crossbeam_channel::bounded(cfg.storage.writer_queue);
         let w = writer::Writer {

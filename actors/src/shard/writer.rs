@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
-use super::{load, ShardState};
+use super::load;
+use super::state::ShardState;
 use crate::config::IndexConfig;
 use crate::config::StorageConfig;
 use crate::error::{EngineError, Result};
