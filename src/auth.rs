@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
-use ruvector_actors::types::validate_collection_name;
+use ruvector_actors::validate_collection_name;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

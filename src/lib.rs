@@ -53,8 +53,8 @@ use actix::{Actor, Addr, Arbiter};
 use actix_server::ServerHandle;
 use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
-use ruvector_actors::hub::Hub;
-use ruvector_actors::router::{LoadAll, Router, StopAll};
+use ruvector_actors::Hub;
+use ruvector_actors::{LoadAll, Router, StopAll};
 
 use auth::Auth;
 use lifecycle::Lifecycle;

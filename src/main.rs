@@ -90,7 +90,7 @@ fn main() {
 
 /// Runs `repair`; the process exit code.
 fn repair(settings: &Settings, collection: &str) -> i32 {
-    match ruvector_actors::router::repair::repair_collection(&settings.engine(), collection) {
+    match ruvector_actors::repair_collection(&settings.engine(), collection) {
         Ok(shards) => {
             for s in &shards {
                 println!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
-use ruvector_actors::config::{EngineConfig, IndexConfig, StorageConfig};
+use ruvector_actors::{EngineConfig, IndexConfig, StorageConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, AuthSettings};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use actix::Addr;
 use metrics_exporter_prometheus::PrometheusHandle;
-use ruvector_actors::hub::Hub;
-use ruvector_actors::router::Router;
+use ruvector_actors::Hub;
+use ruvector_actors::Router;
 
 use crate::auth::Auth;
 use crate::lifecycle::Lifecycle;

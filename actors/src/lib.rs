@@ -10,8 +10,12 @@
 //! - `shard`: `ShardActor`, owning one partition and its log through a dedicated writer thread.
 //! - `hub`: the change hub: per-collection sequence numbers, the replay window and indexed
 //!   standing queries (subscriptions) that every applied write is matched against.
-//! - `router`: `Router` actor (collections -> shards, fan-out, top-k merge) and the bounded
-//!   `SearchPool` every search runs on.
+//! - `router`: `Router` actor (collections -> shards, fan-out, top-k merge), a collection's disk
+//!   layout (`disk`) and offline repair (`repair`).
+//! - `pool`: the bounded `SearchPool` every search runs on, and the queueing-delay signal.
+//!
+//! What the server needs is re-exported at the crate root, so it never names module paths inside
+//! the engine.
 //!
 //! ## Message flow
 //! write: HTTP -> `Router` -> `ShardActor` -> writer thread (log append, fsync per batch, apply,
@@ -29,3 +33,16 @@ pub mod storage;
 pub mod types;
 
 pub use error::{EngineError, Overload, Result};
+
+// The engine's public face: what the server uses, without reaching into module paths.
+pub use config::{EngineConfig, IndexConfig, StorageConfig};
+pub use hub::{Delivery, Hub, ResetNeeded, Sink, StandingQuery};
+pub use index::filter::Filter;
+pub use pool::SearchPool;
+pub use router::repair::repair_collection;
+pub use router::{
+    Collection, CollectionInfo, CollectionOptions, CreateCollection, DropCollection,
+    ListCollections, LoadAll, Lookup, Ranked, RouteWrite, Router, SearchRequest, StopAll,
+};
+pub use shard::WriteOp;
+pub use types::{validate_collection_name, validate_vector, Hit, Metadata, Metric, Point};

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use actix_web::{web, HttpResponse};
-use ruvector_actors::router::ListCollections;
+use ruvector_actors::ListCollections;
 use serde_json::json;
 
 use crate::state::AppState;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
-use ruvector_actors::hub::{Delivery, Sink};
-use ruvector_actors::router::Ranked;
+use ruvector_actors::Ranked;
+use ruvector_actors::{Delivery, Sink};
 use tokio::sync::{mpsc, watch};
 
 use super::body::read_json;

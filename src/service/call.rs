@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::{Handler, Message};
-use ruvector_actors::router::Router;
 use ruvector_actors::EngineError;
+use ruvector_actors::Router;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -2,10 +2,10 @@
 //! (a tenant names `docs`, the engine stores `acme.docs`, answers say `docs` again, and other
 //! tenants' collections are invisible).
 
-use ruvector_actors::router::{
+use ruvector_actors::Metric;
+use ruvector_actors::{
     CollectionInfo, CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup,
 };
-use ruvector_actors::types::Metric;
 use serde::Deserialize;
 
 use super::call::ask;

@@ -2,10 +2,10 @@
 //! patch, delete and get, each through the router under the request deadline. Every transport's
 //! write goes through here, so a WebSocket insert and a REST upsert are one code path.
 
-use ruvector_actors::router::{Lookup, RouteWrite};
-use ruvector_actors::shard::WriteOp;
-use ruvector_actors::types::Point;
 use ruvector_actors::EngineError;
+use ruvector_actors::Point;
+use ruvector_actors::WriteOp;
+use ruvector_actors::{Lookup, RouteWrite};
 
 use super::call::ask;
 use super::shapes::{id_of, metadata_of, PointBody};

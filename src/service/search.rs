@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ruvector_actors::index::filter::Filter;
-use ruvector_actors::router::{Collection, Lookup, Ranked, SearchRequest};
-use ruvector_actors::types::{Hit, Metric};
+use ruvector_actors::Filter;
+use ruvector_actors::{Collection, Lookup, Ranked, SearchRequest};
+use ruvector_actors::{Hit, Metric};
 use serde_json::Value;
 
 use super::call::{ask, deadline};

@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use ruvector_actors::hub::Delivery;
-use ruvector_actors::types::{Hit, Metadata};
+use ruvector_actors::Delivery;
+use ruvector_actors::{Hit, Metadata};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use ruvector_actors::hub::Delivery;
-use ruvector_actors::types::Hit;
+use ruvector_actors::Delivery;
+use ruvector_actors::Hit;
 use serde::Serialize;
 use serde_json::{json, Value};
 

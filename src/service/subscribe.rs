@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use ruvector_actors::hub::{ResetNeeded, Sink, StandingQuery};
-use ruvector_actors::index::filter::Filter;
-use ruvector_actors::router::{Lookup, SearchRequest};
-use ruvector_actors::types::validate_vector;
+use ruvector_actors::validate_vector;
 use ruvector_actors::EngineError;
+use ruvector_actors::Filter;
+use ruvector_actors::{Lookup, SearchRequest};
+use ruvector_actors::{ResetNeeded, Sink, StandingQuery};
 use serde::Deserialize;
 use serde_json::Value;
 

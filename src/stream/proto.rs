@@ -1,8 +1,8 @@
 //! Stream frames (PROTOCOL.md §Streams): what clients send, parsed in two steps so that even a
 //! bad frame's reply can echo its `id`, and the server's replies.
 
-use ruvector_actors::types::Hit;
 use ruvector_actors::EngineError;
+use ruvector_actors::Hit;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

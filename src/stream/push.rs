@@ -3,7 +3,7 @@
 //! the actor is told `Overflow` instead, and ends the stream as a slow consumer.
 
 use actix::prelude::*;
-use ruvector_actors::hub::{Delivery, Sink};
+use ruvector_actors::{Delivery, Sink};
 
 /// A subscription event for a stream.
 #[derive(Message)]

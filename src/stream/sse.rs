@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::web;
 use bytes::Bytes;
-use ruvector_actors::router::Ranked;
+use ruvector_actors::Ranked;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 

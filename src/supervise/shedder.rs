@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ruvector_actors::pool::SearchPool;
+use ruvector_actors::SearchPool;
 
 use super::admission::Supervisor;
 use super::level::{LevelMachine, ShedLevel, Thresholds};

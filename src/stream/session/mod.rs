@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::web;
-use ruvector_actors::router::Ranked;
+use ruvector_actors::Ranked;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tungstenite::protocol::frame::coding::Control as WsControl;
