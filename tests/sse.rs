@@ -186,7 +186,9 @@ async fn both_sse_servers_refuse_bad_requests_with_the_same_json_errors() {
             Some(&json!({"dimension": 2})),
         )
     });
-    let cases: [(&str, &[(&str, &str)], u16, &str); 5] = [
+    /// (path, request headers, status, error code)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: [Case; 5] = [
         ("/api/v1/stream/subscribe", &[], 400, "invalid_argument"),
         (
             "/api/v1/stream/subscribe?collection=nope",
