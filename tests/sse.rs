@@ -364,3 +364,29 @@ async fn a_lean_sse_subscriber_that_stops_reading_is_ended_and_costs_bounded_mem
         .await
         .expect("its slot is given back");
 }
+
+#[test]
+fn idle_scale_holds_sse_streams_with_heartbeats_and_a_burst_of_large_events() {
+    let s = Server::start(&[("RUVECTOR__STREAM__HEARTBEAT_INTERVAL_MS", "200")]);
+    let cfg = ruvector_load::streams::IdleScale {
+        kind: ruvector_load::streams::StreamKind::Sse,
+        server: s.addr(),
+        conns: 300,
+        sources: vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()],
+        connect_parallel: 64,
+        settle: std::time::Duration::from_millis(800),
+        burst_bytes: 50_000,
+        recover: std::time::Duration::from_secs(2),
+        server_pid: Some(s.pid()),
+    };
+    let r = ruvector_load::streams::idle_scale(cfg, &|_, _, _| {});
+    assert_eq!((r.conns_open, r.connect_failures), (300, 0), "{r:?}");
+    assert_eq!(
+        r.burst_replies, 300,
+        "every subscriber got the large event: {r:?}"
+    );
+    assert_eq!(r.closed_by_server, 0, "{r:?}");
+    assert!(r.bytes_per_idle_stream < 64.0 * 1024.0, "{r:?}");
+    // Heartbeats went out on the quiet streams (one sweeper, no timer per stream).
+    assert!(s.metric("ruvector_stream_frames_out_total", &["type=\"sse_ping\""]) >= 300.0);
+}

@@ -921,6 +921,7 @@ async fn sigterm_drains_streams_with_1001_and_exits_in_time() {
 fn idle_scale_holds_streams_and_reports_memory_per_stream() {
     let s = Server::start(&[("RUVECTOR__STREAM__HEARTBEAT_INTERVAL_MS", "200")]);
     let cfg = ruvector_load::streams::IdleScale {
+        kind: ruvector_load::streams::StreamKind::Ws,
         server: s.addr(),
         conns: 300,
         sources: vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()],

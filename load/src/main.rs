@@ -45,8 +45,8 @@ enum Command {
     /// (internal) One worker process of a `run` that needs several.
     #[command(hide = true)]
     Worker,
-    /// Hold many idle WebSocket streams; report the server's memory per stream, before and after
-    /// a burst of one large message per stream.
+    /// Hold many idle WebSocket or SSE streams; report the server's memory per stream, before and
+    /// after a burst of one large message per stream.
     IdleScale(IdleScaleArgs),
 }
 
@@ -76,6 +76,9 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct IdleScaleArgs {
+    /// Which streams: WebSocket, or SSE subscriptions (to a collection the run creates).
+    #[arg(long, value_enum, default_value = "ws")]
+    kind: ruvector_load::streams::StreamKind,
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     server: std::net::SocketAddr,
@@ -194,6 +197,7 @@ fn run(a: RunArgs) -> Result<(), String> {
 
 fn idle_scale(a: IdleScaleArgs) -> Result<(), String> {
     let cfg = ruvector_load::streams::IdleScale {
+        kind: a.kind,
         server: a.server,
         conns: a.conns,
         sources: (1..=a.sources.max(1))

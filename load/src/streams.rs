@@ -1,6 +1,8 @@
-//! Idle-scale: open and hold many idle WebSocket streams (answering the server's heartbeats),
-//! measure the server's resident memory per stream, then optionally send one large message on
-//! every stream and watch the server's memory come back down.
+//! Idle-scale: open and hold many idle streams — WebSocket (answering the server's heartbeats)
+//! or SSE subscriptions — measure the server's resident memory per stream, then optionally burst
+//! (WebSocket: one large message from every stream, answered; SSE: one point with large metadata
+//! inserted, so every subscriber is sent one large event) and watch the server's memory come
+//! back down.
 //!
 //! Connections are spread over several 127.0.0.x source addresses (about 28k ephemeral ports
 //! each). The server's memory is read from `/proc/<pid>/status` (`VmRSS`), so the server must run
@@ -13,13 +15,29 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
+/// Which streams to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    #[default]
+    Ws,
+    Sse,
+}
+
+/// The collection SSE streams subscribe to (created by the run).
+const SSE_COLLECTION: &str = "idle-scale";
+/// Largest metadata pad of the SSE burst (under the server's default `max_metadata_bytes`).
+const SSE_MAX_PAD: usize = 60_000;
+
 #[derive(Debug, Clone)]
 pub struct IdleScale {
+    pub kind: StreamKind,
     /// `host:port` of the server.
     pub server: SocketAddr,
     pub conns: usize,
@@ -38,6 +56,7 @@ pub struct IdleScale {
 
 #[derive(Debug, Default, Serialize)]
 pub struct IdleReport {
+    pub kind: StreamKind,
     pub conns_requested: usize,
     pub conns_open: usize,
     pub connect_failures: usize,
@@ -134,6 +153,97 @@ async fn hold(
     }
 }
 
+/// Holds one SSE subscription: counts its `event` events as replies, EOF as a close.
+async fn hold_sse(cfg: Arc<IdleScale>, i: usize, counters: Arc<Counters>, gate: Arc<Semaphore>) {
+    let permit = gate.acquire().await;
+    let src = cfg.sources[i % cfg.sources.len()];
+    let connect = async {
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(src, 0))?;
+        let mut stream = sock.connect(cfg.server).await?;
+        let head = format!(
+            "GET /api/v1/stream/subscribe?collection={SSE_COLLECTION} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            cfg.server
+        );
+        stream.write_all(head.as_bytes()).await?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || got.len() > 16 * 1024 {
+                return Err(std::io::Error::other("no response head"));
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if !got.starts_with(b"HTTP/1.1 200") {
+            return Err(std::io::Error::other("refused"));
+        }
+        Ok(stream)
+    };
+    let mut stream = match tokio::time::timeout(Duration::from_secs(30), connect).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    counters.open.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+    const MARK: &[u8] = b"event: event";
+    let mut buf = vec![0u8; 16 * 1024];
+    // The end of the previous read, so a marker split across two reads is still seen.
+    let mut carry = 0;
+    loop {
+        match stream.read(&mut buf[carry..]).await {
+            Ok(0) | Err(_) => {
+                counters.closed.fetch_add(1, Ordering::Relaxed);
+                counters.open.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(n) => {
+                let end = carry + n;
+                let seen = buf[..end]
+                    .windows(MARK.len())
+                    .filter(|w| *w == MARK)
+                    .count();
+                counters.replies.fetch_add(seen, Ordering::Relaxed);
+                carry = (MARK.len() - 1).min(end);
+                buf.copy_within(end - carry..end, 0);
+            }
+        }
+    }
+}
+
+/// Creates the collection SSE streams subscribe to (an existing one is fine).
+fn create_sse_collection(server: SocketAddr) -> Result<(), String> {
+    let url = format!("http://{server}/api/v1/collections/{SSE_COLLECTION}");
+    let res = crate::run::http_client()
+        .put(url)
+        .json(&serde_json::json!({"dimension": 2}))
+        .send()
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("creating {SSE_COLLECTION}: {}", res.status()));
+    }
+    Ok(())
+}
+
+/// The SSE burst: one point whose metadata pads its event to about `bytes`.
+fn sse_burst(server: SocketAddr, bytes: usize) -> Result<(), String> {
+    let pad = "x".repeat(bytes.clamp(1, SSE_MAX_PAD));
+    let url = format!("http://{server}/api/v1/collections/{SSE_COLLECTION}/points");
+    let body = serde_json::json!({"points": [{"vector": [1.0, 0.0], "metadata": {"pad": pad}}]});
+    let res = crate::run::http_client()
+        .put(url)
+        .json(&body)
+        .send()
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("burst insert: {}", res.status()));
+    }
+    Ok(())
+}
+
 fn wait_until(mut what: impl FnMut() -> bool, limit: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -164,7 +274,14 @@ pub fn idle_scale(cfg: IdleScale, progress: &dyn Fn(&str, usize, usize)) -> Idle
     };
     let pid = cfg.server_pid;
     let rss = || pid.map(rss_kb).unwrap_or(0);
+    if cfg.kind == StreamKind::Sse {
+        if let Err(e) = create_sse_collection(cfg.server) {
+            eprintln!("{e}");
+            return IdleReport::default();
+        }
+    }
     let mut report = IdleReport {
+        kind: cfg.kind,
         conns_requested: cfg.conns,
         baseline_rss_kb: rss(),
         burst_bytes: cfg.burst_bytes,
@@ -176,13 +293,16 @@ pub fn idle_scale(cfg: IdleScale, progress: &dyn Fn(&str, usize, usize)) -> Idle
     let cfg = Arc::new(cfg);
     let started = Instant::now();
     for i in 0..cfg.conns {
-        rt.spawn(hold(
-            cfg.clone(),
-            i,
-            counters.clone(),
-            gate.clone(),
-            burst_rx.clone(),
-        ));
+        match cfg.kind {
+            StreamKind::Ws => rt.spawn(hold(
+                cfg.clone(),
+                i,
+                counters.clone(),
+                gate.clone(),
+                burst_rx.clone(),
+            )),
+            StreamKind::Sse => rt.spawn(hold_sse(cfg.clone(), i, counters.clone(), gate.clone())),
+        };
     }
     let settled = |c: &Counters| {
         c.open.load(Ordering::Relaxed)
@@ -210,7 +330,16 @@ pub fn idle_scale(cfg: IdleScale, progress: &dyn Fn(&str, usize, usize)) -> Idle
         let frame = format!(r#"{{"type":"ping","id":1,"pad":"{pad}"}}"#);
         let before = counters.replies.load(Ordering::Relaxed);
         let t = Instant::now();
-        let _ = burst_tx.send(Some(Bytes::from(frame)));
+        match cfg.kind {
+            StreamKind::Ws => {
+                let _ = burst_tx.send(Some(Bytes::from(frame)));
+            }
+            StreamKind::Sse => {
+                if let Err(e) = sse_burst(cfg.server, cfg.burst_bytes) {
+                    eprintln!("{e}");
+                }
+            }
+        }
         let open = report.conns_open;
         let mut peak = 0;
         wait_until(

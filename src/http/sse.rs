@@ -207,7 +207,7 @@ pub async fn subscribe(
                     sse::overflowed()
                 }
             },
-            _ = s.beat.tick() => Bytes::from_static(sse::PING),
+            _ = s.beat.tick() => sse::ping(),
             _ = s.drain.changed() => {
                 s.ended = true;
                 sse::end_draining()

@@ -16,7 +16,13 @@ use super::shapes::{event_frame, ranked_hit, RankedHit};
 use super::subscribe::Opened;
 
 /// A comment line that keeps a quiet stream open through proxies.
-pub const PING: &[u8] = b": ping\n\n";
+const PING: &[u8] = b": ping\n\n";
+
+/// A heartbeat (counted as `ruvector_stream_frames_out_total{type="sse_ping"}`).
+pub fn ping() -> Bytes {
+    metrics::counter!("ruvector_stream_frames_out_total", "type" => "sse_ping").increment(1);
+    Bytes::from_static(PING)
+}
 
 /// The response head fields of every SSE answer (after the status line).
 pub const HEADERS: [(&str, &str); 3] = [

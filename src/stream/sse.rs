@@ -365,7 +365,7 @@ impl SseStream {
             return self.finish(ctx);
         }
         if now.duration_since(self.last_write) >= Duration::from_millis(c.heartbeat_interval_ms) {
-            self.out.push(http1::chunk(sse::PING));
+            self.out.push(http1::chunk(&sse::ping()));
             self.last_write = now;
             self.flush(ctx);
         }
