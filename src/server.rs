@@ -83,7 +83,9 @@ pub fn serve(
                                 accept::serve(route, io, state).await;
                                 Ok::<_, ()>(())
                             } else {
-                                http.call(io).await.map_err(|e| {
+                                // Boxed, like the lean routes: the task of every connection is as
+                                // small as its first await (a streaming connection keeps none of it).
+                                Box::pin(http.call(io)).await.map_err(|e| {
                                     tracing::debug!(error = ?e, "HTTP connection ended with an error");
                                 })
                             }

@@ -173,6 +173,47 @@ fn check(res: reqwest::Result<reqwest::blocking::Response>, what: &str) -> Resul
     }
 }
 
+/// Waits (at most two minutes) until the server's `ruvector_shed_level` is 0.
+fn wait_for_normal_shed_level(client: &reqwest::blocking::Client, url: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        let level = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("ruvector_shed_level "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+        if level.is_none_or(|l| l == 0.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Sends a request, waiting as told and sending it again while the server answers 429 or 503
+/// with a `retry_after_ms` (shedding is on, as shipped), for at most two minutes.
+fn send_retrying(
+    make: impl Fn() -> reqwest::blocking::RequestBuilder,
+    what: &str,
+) -> Result<Value, String> {
+    let t = Instant::now();
+    loop {
+        let res = make().send().map_err(|e| format!("{what}: {e}"))?;
+        let status = res.status().as_u16();
+        if matches!(status, 429 | 503) && t.elapsed() < Duration::from_secs(120) {
+            let body: Value = res.json().unwrap_or(Value::Null);
+            let wait = body["retry_after_ms"].as_u64().unwrap_or(1000).min(5000);
+            std::thread::sleep(Duration::from_millis(wait));
+            continue;
+        }
+        return check(Ok(res), what);
+    }
+}
+
 /// The whole server: durable inserts in batches from `threads` clients, then the ef sweep with
 /// one client and with `threads` concurrent clients.
 pub fn http(
@@ -214,13 +255,12 @@ pub fn http(
                     .enumerate()
                     .map(|(i, v)| json!({"id": (c * batch + i).to_string(), "vector": v}))
                     .collect();
-                if let Err(e) = check(
+                let insert = || {
                     client
                         .put(format!("{coll}/points"))
-                        .json(&json!({ "points": points }))
-                        .send(),
-                    "insert",
-                ) {
+                        .json(&json!({ "points": &points }))
+                };
+                if let Err(e) = send_retrying(insert, "insert") {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     break;
                 }
@@ -231,12 +271,16 @@ pub fn http(
     if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
+    // The bulk load's index building may have raised the shed level; searches are measured once
+    // it is back to normal (they would otherwise measure the throttle, not the search path).
+    wait_for_normal_shed_level(&client, url);
     let search = |i: usize, ef: usize| -> Result<Vec<u32>, String> {
-        let body = check(
-            client
-                .post(format!("{coll}/points/search"))
-                .json(&json!({"vector": d.queries[i], "k": d.k, "ef_search": ef, "with_metadata": false}))
-                .send(),
+        let body = send_retrying(
+            || {
+                client
+                    .post(format!("{coll}/points/search"))
+                    .json(&json!({"vector": d.queries[i], "k": d.k, "ef_search": ef, "with_metadata": false}))
+            },
             "search",
         )?;
         Ok(body["results"]
