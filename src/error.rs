@@ -58,7 +58,7 @@ impl ApiError {
             ApiError::Engine(e) => match e {
                 EngineError::InvalidArgument(_) | EngineError::DimensionMismatch { .. } => 400,
                 EngineError::NotFound(_) => 404,
-                EngineError::AlreadyExists(_) => 409,
+                EngineError::AlreadyExists(_) | EngineError::Conflict(_) => 409,
                 EngineError::Overloaded(_) | EngineError::Unavailable(_) => 503,
                 EngineError::Timeout(_) => 504,
                 EngineError::Internal(_) => 500,
@@ -77,6 +77,7 @@ impl ApiError {
                 | EngineError::DimensionMismatch { .. }
                 | EngineError::NotFound(_)
                 | EngineError::AlreadyExists(_)
+                | EngineError::Conflict(_)
                 | EngineError::Timeout(_)
                 | EngineError::Internal(_) => None,
             },

@@ -87,6 +87,59 @@ pub struct IndexConfig {
     pub shard_mailbox: usize,
 }
 
+/// Agent coordination (see `config/default.toml` for each key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordConfig {
+    /// An agent without a heartbeat for this long goes offline; its tasks return to pending.
+    pub heartbeat_timeout_ms: u64,
+    /// How often agents and memory TTLs are checked.
+    pub sweep_interval_ms: u64,
+    /// Messages kept per topic for late subscribers.
+    pub topic_history: usize,
+    /// Pending tasks a claim looks at before answering `no_task` (capability mismatches).
+    pub claim_scan: usize,
+    /// A coordinator snapshots its state after this many logged changes.
+    pub snapshot_every_ops: u64,
+    pub max_tasks: usize,
+    pub max_agents: usize,
+    pub max_memory_entries: usize,
+    pub max_topic_subscribers: usize,
+    /// Largest task data, result, payload, memory value or agent metadata (JSON bytes).
+    pub max_value_bytes: usize,
+    /// Largest embedding.
+    pub max_dimension: usize,
+    /// Largest `k` of a similarity or memory search.
+    pub max_k: usize,
+    /// Bound of each coordinator's mailbox (requests).
+    pub mailbox: usize,
+}
+
+impl CoordConfig {
+    pub fn validate(&self) -> Result<()> {
+        let fail = |key: &str, why: &str| Err(EngineError::invalid(format!("{key}: {why}")));
+        for (key, v) in [
+            (
+                "coordination.heartbeat_timeout_ms",
+                self.heartbeat_timeout_ms,
+            ),
+            ("coordination.sweep_interval_ms", self.sweep_interval_ms),
+            ("coordination.topic_history", self.topic_history as u64),
+            ("coordination.claim_scan", self.claim_scan as u64),
+            ("coordination.snapshot_every_ops", self.snapshot_every_ops),
+            ("coordination.max_value_bytes", self.max_value_bytes as u64),
+            ("coordination.max_dimension", self.max_dimension as u64),
+            ("coordination.max_k", self.max_k as u64),
+            ("coordination.mailbox", self.mailbox as u64),
+        ] {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {

@@ -14,6 +14,9 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// A state clash: settling a task one does not hold, or twice.
+    #[error("{0}")]
+    Conflict(String),
     /// Shedding: a full queue, a full pool, the server loading or draining.
     #[error("{0}")]
     Overloaded(Overload),
@@ -35,6 +38,7 @@ impl EngineError {
             EngineError::DimensionMismatch { .. } => "dimension_mismatch",
             EngineError::NotFound(_) => "not_found",
             EngineError::AlreadyExists(_) => "already_exists",
+            EngineError::Conflict(_) => "conflict",
             EngineError::Overloaded(_) => "overloaded",
             EngineError::Unavailable(_) => "unavailable",
             EngineError::Timeout(_) => "timeout",

@@ -12,6 +12,8 @@
 //!   standing queries (subscriptions) that every applied write is matched against.
 //! - `router`: `Router` actor (collections -> shards, fan-out, top-k merge), a collection's disk
 //!   layout (`disk`) and offline repair (`repair`).
+//! - `coord`: agent coordination — per tenant a `Coordinator` actor with agents, tasks, topics
+//!   and memory, durable on the same log and snapshots.
 //! - `pool`: the bounded `SearchPool` every search runs on, and the queueing-delay signal.
 //!
 //! What the server needs is re-exported at the crate root, so it never names module paths inside
@@ -23,6 +25,7 @@
 //! `ShardActor` -> `SearchPool` job -> merged top-k.
 
 pub mod config;
+pub mod coord;
 pub mod error;
 pub mod hub;
 pub mod index;
@@ -35,7 +38,8 @@ pub mod types;
 pub use error::{EngineError, Overload, Result};
 
 // The engine's public face: what the server uses, without reaching into module paths.
-pub use config::{EngineConfig, IndexConfig, StorageConfig};
+pub use config::{CoordConfig, EngineConfig, IndexConfig, StorageConfig};
+pub use coord::{Call, CoordOp, CoordSink, Coordinators, Reply, SubscribeTopic, Unsubscribe};
 pub use hub::{Delivery, Hub, ResetNeeded, Sink, StandingQuery};
 pub use index::filter::Filter;
 pub use pool::SearchPool;

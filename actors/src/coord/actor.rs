@@ -1,0 +1,576 @@
+//! `Coordinator`: one actor per tenant, owning its agents, tasks, topics and memory. It is the
+//! only writer of that state, so a claim is exclusive by construction (one message at a time),
+//! and every change is durable (`Store::commit`) before it is applied and answered — a change
+//! that cannot be written is refused and leaves the state as it was. Once a second it sweeps:
+//! silent agents go offline (their tasks back to pending, their swarm told), expired memory is
+//! forgotten. Events (`agent_joined`, `agent_left`, topic `message`s) go to the streams that
+//! asked for them through `CoordSink`s, which never block.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::agents::{Agent, AgentStatus, Agents};
+use super::memory::MemoryEntry;
+use super::ops::{CoordOp, Reply};
+use super::store::{Change, State, Store};
+use super::tasks::{parse_priority, Task, TaskStatus};
+use super::topics::TopicMessage;
+use crate::config::CoordConfig;
+use crate::error::{EngineError, Result};
+use crate::storage::FsyncMode;
+
+/// Where a stream receives coordination events. Must not block; `false` = gone or full.
+pub trait CoordSink: Send + Sync {
+    fn deliver(&self, kind: &'static str, body: &Value) -> bool;
+}
+
+/// One request of a caller (`from`: its id, recorded on published messages).
+#[derive(Message)]
+#[rtype(result = "Result<Reply>")]
+pub struct Call {
+    pub from: String,
+    pub op: CoordOp,
+    /// The calling stream, for the events its request subscribes it to (an agent's swarm).
+    pub sink: Option<(u64, Arc<dyn CoordSink>)>,
+}
+
+/// Subscribes a stream to a topic; answers the last `last` messages.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Value>>")]
+pub struct SubscribeTopic {
+    pub topic: String,
+    pub last: usize,
+    pub sink: (u64, Arc<dyn CoordSink>),
+}
+
+/// Removes a stream's subscriptions (one topic, or all of them and its swarm membership).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Unsubscribe {
+    pub stream: u64,
+    pub topic: Option<String>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub struct Coordinator {
+    cfg: CoordConfig,
+    region: String,
+    store: Store,
+    state: State,
+    agents: Agents,
+    /// topic → streams subscribed to it.
+    topics: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
+    /// swarm → member streams (registered agents' streams).
+    swarms: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
+}
+
+impl Coordinator {
+    /// Loads a tenant's state from `dir`.
+    pub fn open(dir: PathBuf, cfg: CoordConfig, fsync: FsyncMode, region: String) -> Result<Self> {
+        let (store, state) = Store::open(&dir, fsync, cfg.topic_history)?;
+        let mut agents = Agents::default();
+        // Agents holding tasks at the last stop get a fresh lease: they are offline (their
+        // tasks back to pending) unless they heartbeat within the timeout.
+        let now = now_ms();
+        for holder in state.tasks.holders() {
+            agents.register(Agent {
+                agent_id: holder,
+                agent_type: "unknown".into(),
+                swarm: "default".into(),
+                status: AgentStatus::Online,
+                capabilities: Vec::new(),
+                metadata: Value::Null,
+                region: region.clone(),
+                last_heartbeat: now,
+                metrics: None,
+            });
+        }
+        Ok(Coordinator {
+            cfg,
+            region,
+            store,
+            state,
+            agents,
+            topics: HashMap::new(),
+            swarms: HashMap::new(),
+        })
+    }
+
+    /// Makes `changes` durable, then applies them.
+    fn commit(&mut self, changes: Vec<Change>) -> Result<()> {
+        self.store.commit(&changes)?;
+        for c in changes {
+            self.state.apply(c, self.cfg.topic_history);
+        }
+        if self.store.since_snapshot() >= self.cfg.snapshot_every_ops {
+            if let Err(e) = self.store.snapshot(&self.state) {
+                tracing::error!(error = %e, "coordination snapshot failed; the log still holds everything");
+            }
+        }
+        Ok(())
+    }
+
+    fn tell(members: &mut HashMap<u64, Arc<dyn CoordSink>>, kind: &'static str, body: &Value) {
+        members.retain(|_, sink| sink.deliver(kind, body));
+    }
+
+    fn check_value(&self, what: &str, v: &Value) -> Result<()> {
+        let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > self.cfg.max_value_bytes {
+            return Err(EngineError::invalid(format!(
+                "{what} of {size} bytes is over the limit of {} (coordination.max_value_bytes)",
+                self.cfg.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_name(what: &str, s: &str) -> Result<()> {
+        if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+            return Err(EngineError::invalid(format!(
+                "{what} must be 1 to 256 characters without control characters"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_vector(&self, v: &[f32]) -> Result<()> {
+        if v.is_empty() || v.len() > self.cfg.max_dimension || v.iter().any(|x| !x.is_finite()) {
+            return Err(EngineError::invalid(format!(
+                "an embedding needs 1 to {} finite numbers",
+                self.cfg.max_dimension
+            )));
+        }
+        Ok(())
+    }
+
+    fn task_or_404(&self, id: &str) -> Result<&Task> {
+        self.state
+            .tasks
+            .get(id)
+            .ok_or_else(|| EngineError::NotFound(format!("task {id:?}")))
+    }
+
+    fn serve(
+        &mut self,
+        from: &str,
+        op: CoordOp,
+        sink: Option<(u64, Arc<dyn CoordSink>)>,
+    ) -> Result<Reply> {
+        let now = now_ms();
+        match op {
+            CoordOp::AgentRegister {
+                agent_id,
+                agent_type,
+                capabilities,
+                swarm,
+                metadata,
+            } => {
+                Self::check_name("agent_id", &agent_id)?;
+                Self::check_name("swarm", &swarm)?;
+                self.check_value("metadata", &metadata)?;
+                if self.agents.get(&agent_id).is_none() && self.agents.len() >= self.cfg.max_agents
+                {
+                    return Err(EngineError::invalid(format!(
+                        "at most {} agents per tenant (coordination.max_agents)",
+                        self.cfg.max_agents
+                    )));
+                }
+                let agent = self.agents.register(Agent {
+                    agent_id,
+                    agent_type,
+                    swarm: swarm.clone(),
+                    status: AgentStatus::Online,
+                    capabilities,
+                    metadata,
+                    region: self.region.clone(),
+                    last_heartbeat: now,
+                    metrics: None,
+                });
+                let body = json!({ "agent": agent });
+                let members = self.swarms.entry(swarm).or_default();
+                Self::tell(members, "agent_joined", &body);
+                if let Some((id, sink)) = sink {
+                    members.insert(id, sink);
+                }
+                Ok(Reply::new("agent_registered", body))
+            }
+            CoordOp::Heartbeat { agent_id, metrics } => {
+                if !self.agents.heartbeat(&agent_id, metrics, now) {
+                    return Err(EngineError::NotFound(format!("agent {agent_id:?}")));
+                }
+                Ok(Reply::new("heartbeat_ack", json!({ "agent_id": agent_id })))
+            }
+            CoordOp::Agents { swarm, status } => {
+                let agents = self.agents.list(swarm.as_deref(), status);
+                Ok(Reply::new("agents", json!({ "agents": agents })))
+            }
+            CoordOp::TaskCreate {
+                task_id,
+                task_type,
+                priority,
+                task_data,
+                embedding,
+                required_capabilities,
+                max_retries,
+                swarm,
+            } => {
+                let task_id = task_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                Self::check_name("task_id", &task_id)?;
+                Self::check_name("swarm", &swarm)?;
+                self.check_value("task_data", &task_data)?;
+                if let Some(e) = &embedding {
+                    self.check_vector(e)?;
+                }
+                if self.state.tasks.len() >= self.cfg.max_tasks {
+                    return Err(EngineError::invalid(format!(
+                        "at most {} tasks per tenant (coordination.max_tasks)",
+                        self.cfg.max_tasks
+                    )));
+                }
+                if self.state.tasks.get(&task_id).is_some() {
+                    return Err(EngineError::Conflict(format!(
+                        "task {task_id:?} already exists"
+                    )));
+                }
+                let task = Task {
+                    task_id: task_id.clone(),
+                    task_type,
+                    swarm,
+                    priority: parse_priority(priority.as_ref())?,
+                    status: TaskStatus::Pending,
+                    task_data,
+                    embedding,
+                    required_capabilities,
+                    assigned_to: None,
+                    retries: 0,
+                    max_retries: max_retries.min(100),
+                    result: None,
+                    error: None,
+                    created_at: now,
+                    updated_at: now,
+                    queue_order: self.state.tasks.next_order(),
+                };
+                self.commit(vec![Change::Task(task)])?;
+                Ok(Reply::new("task_created", json!({ "task_id": task_id })))
+            }
+            CoordOp::TaskClaim { agent_id } => {
+                let agent = self
+                    .agents
+                    .get(&agent_id)
+                    .filter(|a| a.status == AgentStatus::Online)
+                    .ok_or_else(|| EngineError::NotFound(format!("online agent {agent_id:?}")))?;
+                let caps: HashSet<String> = agent.capabilities.iter().cloned().collect();
+                let swarm = agent.swarm.clone();
+                // Tried on a copy: the claim is applied only once it is durable.
+                let Some(task) = self
+                    .state
+                    .tasks
+                    .peek_claim(&swarm, &caps, self.cfg.claim_scan)
+                else {
+                    return Ok(Reply::new("no_task", json!({})));
+                };
+                let task = task.assign(&agent_id, now);
+                self.commit(vec![Change::Task(task.clone())])?;
+                Ok(Reply::new(
+                    "task_assigned",
+                    json!({ "task": task.public() }),
+                ))
+            }
+            CoordOp::TaskComplete {
+                task_id,
+                agent_id,
+                result,
+            } => {
+                self.check_value("result", &result)?;
+                let task = self
+                    .task_or_404(&task_id)?
+                    .complete(&agent_id, result, now)?;
+                self.commit(vec![Change::Task(task.clone())])?;
+                Ok(Reply::new(
+                    "task_completed",
+                    json!({ "task": task.public() }),
+                ))
+            }
+            CoordOp::TaskFail {
+                task_id,
+                agent_id,
+                error,
+            } => {
+                let tail = self.state.tasks.next_order();
+                let error = error.chars().take(4096).collect();
+                let task = self
+                    .task_or_404(&task_id)?
+                    .fail(&agent_id, error, tail, now)?;
+                self.commit(vec![Change::Task(task.clone())])?;
+                Ok(Reply::new("task_failed", json!({ "task": task.public() })))
+            }
+            CoordOp::TaskStatus { task_id } => {
+                let task = self.task_or_404(&task_id)?;
+                Ok(Reply::new("task", json!({ "task": task.public() })))
+            }
+            CoordOp::SimilarTasks { embedding, k } => {
+                self.check_vector(&embedding)?;
+                let tasks: Vec<Value> = self
+                    .state
+                    .tasks
+                    .similar(&embedding, k.min(self.cfg.max_k))
+                    .into_iter()
+                    .map(|(t, score)| json!({"task": t.public(), "score": score}))
+                    .collect();
+                Ok(Reply::new("similar_tasks", json!({ "tasks": tasks })))
+            }
+            CoordOp::Publish {
+                topic,
+                ordering_key,
+                payload,
+            } => {
+                Self::check_name("topic", &topic)?;
+                self.check_value("payload", &payload)?;
+                let m = TopicMessage {
+                    seq: self.state.topics.next_seq(&topic),
+                    topic: topic.clone(),
+                    ordering_key,
+                    payload,
+                    from: from.to_owned(),
+                    published_at: now,
+                };
+                self.commit(vec![Change::Message(m.clone())])?;
+                if let Some(subs) = self.topics.get_mut(&topic) {
+                    let body = serde_json::to_value(&m).unwrap_or(Value::Null);
+                    Self::tell(subs, "message", &body);
+                }
+                Ok(Reply::new(
+                    "published",
+                    json!({"topic": topic, "seq": m.seq}),
+                ))
+            }
+            CoordOp::TopicMessages { topic, last } => {
+                let messages = self
+                    .state
+                    .topics
+                    .last(&topic, last.min(self.cfg.topic_history));
+                Ok(Reply::new(
+                    "messages",
+                    json!({"topic": topic, "messages": messages}),
+                ))
+            }
+            CoordOp::MemoryStore {
+                namespace,
+                key,
+                value,
+                embedding,
+                ttl,
+            } => {
+                Self::check_name("namespace", &namespace)?;
+                Self::check_name("key", &key)?;
+                if namespace.contains('/') {
+                    return Err(EngineError::invalid("namespace must not contain '/'"));
+                }
+                self.check_value("value", &value)?;
+                if let Some(e) = &embedding {
+                    self.check_vector(e)?;
+                }
+                let exists = self.state.memory.get(&namespace, &key, now).is_some();
+                if !exists && self.state.memory.len() >= self.cfg.max_memory_entries {
+                    return Err(EngineError::invalid(format!(
+                        "at most {} memory entries per tenant (coordination.max_memory_entries)",
+                        self.cfg.max_memory_entries
+                    )));
+                }
+                let entry = MemoryEntry {
+                    namespace: namespace.clone(),
+                    key: key.clone(),
+                    value,
+                    embedding,
+                    created_at: now,
+                    expires_at: ttl.map(|s| now.saturating_add(s.saturating_mul(1000))),
+                };
+                self.commit(vec![Change::Memory(entry)])?;
+                Ok(Reply::new(
+                    "memory_stored",
+                    json!({"namespace": namespace, "key": key}),
+                ))
+            }
+            CoordOp::MemoryRetrieve { namespace, key } => {
+                let e = self
+                    .state
+                    .memory
+                    .get(&namespace, &key, now)
+                    .ok_or_else(|| EngineError::NotFound(format!("memory {namespace}/{key}")))?;
+                Ok(Reply::new("memory", e.public()))
+            }
+            CoordOp::MemoryDelete { namespace, key } => {
+                let deleted = self.state.memory.get(&namespace, &key, now).is_some();
+                if deleted {
+                    self.commit(vec![Change::Forget {
+                        namespace: namespace.clone(),
+                        key: key.clone(),
+                    }])?;
+                }
+                Ok(Reply::new(
+                    "memory_deleted",
+                    json!({"namespace": namespace, "key": key, "deleted": deleted}),
+                ))
+            }
+            CoordOp::MemorySearch {
+                namespace,
+                vector,
+                pattern,
+                k,
+            } => {
+                let k = k.min(self.cfg.max_k);
+                let results: Vec<Value> = match (vector, pattern) {
+                    (Some(v), None) => {
+                        self.check_vector(&v)?;
+                        self.state
+                            .memory
+                            .by_vector(&namespace, &v, k, now)
+                            .into_iter()
+                            .map(|(e, score)| json!({"key": e.key, "value": e.value, "score": score}))
+                            .collect()
+                    }
+                    (None, Some(p)) => self
+                        .state
+                        .memory
+                        .by_pattern(&namespace, &p, k, now)
+                        .into_iter()
+                        .map(|e| json!({"key": e.key, "value": e.value}))
+                        .collect(),
+                    _ => {
+                        return Err(EngineError::invalid(
+                            "give exactly one of \"vector\" and \"pattern\"",
+                        ))
+                    }
+                };
+                Ok(Reply::new("memory_results", json!({ "results": results })))
+            }
+        }
+    }
+
+    /// Silent agents go offline (tasks back to pending, swarm told); expired memory goes.
+    fn sweep(&mut self) {
+        let now = now_ms();
+        for agent in self.agents.expire(now, self.cfg.heartbeat_timeout_ms) {
+            let released: Vec<Change> = self
+                .state
+                .tasks
+                .all()
+                .filter(|t| {
+                    t.status == TaskStatus::Assigned
+                        && t.assigned_to.as_deref() == Some(agent.agent_id.as_str())
+                })
+                .map(|t| Change::Task(t.release(now)))
+                .collect();
+            if let Err(e) = self.commit(released) {
+                tracing::error!(error = %e, agent = %agent.agent_id, "returning an offline agent's tasks failed; retried next sweep");
+                continue;
+            }
+            if let Some(members) = self.swarms.get_mut(&agent.swarm) {
+                Self::tell(members, "agent_left", &json!({"agent_id": agent.agent_id}));
+            }
+        }
+        self.agents
+            .forget_offline(now, self.cfg.heartbeat_timeout_ms.saturating_mul(10));
+        let expired: Vec<Change> = self
+            .state
+            .memory
+            .all()
+            .filter(|e| e.expires_at.is_some_and(|x| x <= now))
+            .map(|e| Change::Forget {
+                namespace: e.namespace.clone(),
+                key: e.key.clone(),
+            })
+            .collect();
+        if let Err(e) = self.commit(expired) {
+            tracing::error!(error = %e, "forgetting expired memory failed; retried next sweep");
+        }
+    }
+}
+
+impl Actor for Coordinator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.cfg.mailbox);
+        ctx.run_interval(
+            Duration::from_millis(self.cfg.sweep_interval_ms.max(10)),
+            |act, _| act.sweep(),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if self.store.since_snapshot() > 0 {
+            if let Err(e) = self.store.snapshot(&self.state) {
+                tracing::warn!(error = %e, "final coordination snapshot failed; the log holds everything");
+            }
+        }
+    }
+}
+
+impl Handler<Call> for Coordinator {
+    type Result = Result<Reply>;
+
+    fn handle(&mut self, c: Call, _: &mut Self::Context) -> Result<Reply> {
+        let t = std::time::Instant::now();
+        let name = c.op.name();
+        let r = self.serve(&c.from, c.op, c.sink);
+        metrics::histogram!("ruvector_coordination_seconds", "op" => name)
+            .record(t.elapsed().as_secs_f64());
+        r
+    }
+}
+
+impl Handler<SubscribeTopic> for Coordinator {
+    type Result = Result<Vec<Value>>;
+
+    fn handle(&mut self, s: SubscribeTopic, _: &mut Self::Context) -> Result<Vec<Value>> {
+        Self::check_name("topic", &s.topic)?;
+        let subs = self.topics.entry(s.topic.clone()).or_default();
+        if subs.len() >= self.cfg.max_topic_subscribers {
+            return Err(EngineError::invalid(format!(
+                "at most {} subscribers per topic (coordination.max_topic_subscribers)",
+                self.cfg.max_topic_subscribers
+            )));
+        }
+        subs.insert(s.sink.0, s.sink.1);
+        let last = self
+            .state
+            .topics
+            .last(&s.topic, s.last.min(self.cfg.topic_history));
+        Ok(last
+            .into_iter()
+            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .collect())
+    }
+}
+
+impl Handler<Unsubscribe> for Coordinator {
+    type Result = bool;
+
+    fn handle(&mut self, u: Unsubscribe, _: &mut Self::Context) -> bool {
+        match u.topic {
+            Some(topic) => self
+                .topics
+                .get_mut(&topic)
+                .is_some_and(|subs| subs.remove(&u.stream).is_some()),
+            None => {
+                for subs in self.topics.values_mut().chain(self.swarms.values_mut()) {
+                    subs.remove(&u.stream);
+                }
+                true
+            }
+        }
+    }
+}

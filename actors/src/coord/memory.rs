@@ -1,0 +1,211 @@
+//! A tenant's shared memory: namespaced key/value entries with an optional TTL and an optional
+//! embedding, found by key, by a glob over keys (`*`, `?`) or by embedding (cosine, the `k`
+//! nearest of the namespace). Expired entries are invisible at once and purged by the
+//! coordinator's sweep.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEntry {
+    pub namespace: String,
+    pub key: String,
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl MemoryEntry {
+    fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// The entry as clients see it (no embedding).
+    pub fn public(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("embedding");
+        }
+        v
+    }
+}
+
+/// Whether `key` matches the glob `pattern` (`*` any run, `?` any one character).
+pub fn glob(pattern: &str, key: &str) -> bool {
+    let (p, k): (Vec<char>, Vec<char>) = (pattern.chars().collect(), key.chars().collect());
+    let (mut pi, mut ki, mut star, mut mark) = (0, 0, None, 0);
+    while ki < k.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == k[ki]) {
+            pi += 1;
+            ki += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ki;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ki = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let d = n(a) * n(b);
+    if d > 0.0 {
+        dot / d
+    } else {
+        0.0
+    }
+}
+
+#[derive(Default)]
+pub struct Memory {
+    /// (namespace, key) → entry; ordered so a namespace is one range.
+    entries: BTreeMap<(String, String), MemoryEntry>,
+}
+
+impl Memory {
+    pub fn put(&mut self, e: MemoryEntry) {
+        self.entries.insert((e.namespace.clone(), e.key.clone()), e);
+    }
+
+    pub fn get(&self, namespace: &str, key: &str, now: u64) -> Option<&MemoryEntry> {
+        self.entries
+            .get(&(namespace.to_owned(), key.to_owned()))
+            .filter(|e| e.live(now))
+    }
+
+    pub fn remove(&mut self, namespace: &str, key: &str) -> Option<MemoryEntry> {
+        self.entries.remove(&(namespace.to_owned(), key.to_owned()))
+    }
+
+    fn namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+        now: u64,
+    ) -> impl Iterator<Item = &'a MemoryEntry> + 'a {
+        self.entries
+            .range((namespace.to_owned(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(|(_, e)| e)
+            .filter(move |e| e.live(now))
+    }
+
+    /// Up to `k` live entries of a namespace whose keys match `pattern`, in key order.
+    pub fn by_pattern(
+        &self,
+        namespace: &str,
+        pattern: &str,
+        k: usize,
+        now: u64,
+    ) -> Vec<MemoryEntry> {
+        self.namespace(namespace, now)
+            .filter(|e| glob(pattern, &e.key))
+            .take(k)
+            .cloned()
+            .collect()
+    }
+
+    /// The `k` live entries of a namespace nearest `vector` (cosine), best first.
+    pub fn by_vector(
+        &self,
+        namespace: &str,
+        vector: &[f32],
+        k: usize,
+        now: u64,
+    ) -> Vec<(MemoryEntry, f32)> {
+        let mut scored: Vec<(f32, &MemoryEntry)> = self
+            .namespace(namespace, now)
+            .filter_map(|e| {
+                let v = e.embedding.as_deref().filter(|v| v.len() == vector.len())?;
+                Some((cosine(v, vector), e))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored
+            .into_iter()
+            .take(k)
+            .map(|(s, e)| (e.clone(), s))
+            .collect()
+    }
+
+    /// Removes expired entries; returns their (namespace, key).
+    pub fn purge(&mut self, now: u64) -> Vec<(String, String)> {
+        let gone: Vec<(String, String)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.live(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.entries.remove(k);
+        }
+        gone
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &MemoryEntry> {
+        self.entries.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ns: &str, key: &str, emb: Option<Vec<f32>>, expires: Option<u64>) -> MemoryEntry {
+        MemoryEntry {
+            namespace: ns.into(),
+            key: key.into(),
+            value: Value::from(key),
+            embedding: emb,
+            created_at: 0,
+            expires_at: expires,
+        }
+    }
+
+    #[test]
+    fn globs_match_runs_and_single_characters() {
+        assert!(glob("user:*", "user:42"));
+        assert!(glob("a?c", "abc") && !glob("a?c", "abbc"));
+        assert!(glob("*x*", "axb") && !glob("*x*", "ab"));
+        assert!(glob("*", "") && !glob("?", ""));
+    }
+
+    #[test]
+    fn searches_stay_in_their_namespace_and_skip_expired_entries() {
+        let mut m = Memory::default();
+        m.put(entry("a", "k1", Some(vec![1.0, 0.0]), None));
+        m.put(entry("a", "k2", Some(vec![0.0, 1.0]), None));
+        m.put(entry("a", "old", Some(vec![1.0, 0.1]), Some(10)));
+        m.put(entry("b", "k3", Some(vec![1.0, 0.0]), None));
+        let near: Vec<String> = m
+            .by_vector("a", &[1.0, 0.05], 5, 20)
+            .into_iter()
+            .map(|(e, _)| e.key)
+            .collect();
+        assert_eq!(near, ["k1", "k2"]);
+        assert_eq!(m.by_pattern("a", "k*", 10, 20).len(), 2);
+        assert!(m.get("a", "old", 5).is_some() && m.get("a", "old", 10).is_none());
+        assert_eq!(m.purge(20), [("a".to_string(), "old".to_string())]);
+        assert_eq!(m.len(), 3);
+    }
+}

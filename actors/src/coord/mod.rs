@@ -1,0 +1,23 @@
+//! Agent coordination (PROTOCOL.md §Agent coordination): agents (soft state), tasks with
+//! exclusive claims, topics with a bounded history, and shared memory with TTLs — per tenant, in
+//! one `Coordinator` actor each, durable on the engine's write-ahead log and snapshots.
+//!
+//! - `ops`: the requests and replies; `actor`: the coordinator; `registry`: one per tenant.
+//! - `tasks`, `agents`, `topics`, `memory`: the state, pure and tested on its own.
+//! - `store`: the state on disk (log records and snapshots).
+//!
+//! Coordination is regional: it is not replicated between regions (a claim must stay
+//! exclusive, which active-active replication cannot promise).
+
+pub mod actor;
+pub mod agents;
+pub mod memory;
+pub mod ops;
+pub mod registry;
+pub mod store;
+pub mod tasks;
+pub mod topics;
+
+pub use actor::{Call, CoordSink, Coordinator, SubscribeTopic, Unsubscribe};
+pub use ops::{CoordOp, Reply};
+pub use registry::Coordinators;

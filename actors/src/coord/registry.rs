@@ -1,0 +1,62 @@
+//! The coordinators of all tenants: one `Coordinator` per tenant (its state in
+//! `<data_dir>/coordination/<tenant>/`, `_` without a tenant), started on first use on one
+//! dedicated arbiter thread, so their disk writes never stall the engine's or the HTTP threads.
+//! A tenant's state is loaded exactly once, off the async threads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::sync::OnceCell;
+
+use super::actor::Coordinator;
+use crate::config::CoordConfig;
+use crate::error::{EngineError, Result};
+use crate::storage::FsyncMode;
+
+pub struct Coordinators {
+    root: PathBuf,
+    cfg: CoordConfig,
+    fsync: FsyncMode,
+    region: String,
+    arbiter: ArbiterHandle,
+    actors: DashMap<String, Arc<OnceCell<Addr<Coordinator>>>>,
+}
+
+impl Coordinators {
+    /// Must run inside an actix system (it starts the coordination arbiter).
+    pub fn new(data_dir: PathBuf, cfg: CoordConfig, fsync: FsyncMode, region: String) -> Self {
+        Coordinators {
+            root: data_dir.join("coordination"),
+            cfg,
+            fsync,
+            region,
+            arbiter: Arbiter::new().handle(),
+            actors: DashMap::new(),
+        }
+    }
+
+    /// The coordinator of `tenant` (`None`: callers without a tenant).
+    pub async fn get(&self, tenant: Option<&str>) -> Result<Addr<Coordinator>> {
+        let name = tenant.unwrap_or("_").to_owned();
+        let cell = self.actors.entry(name.clone()).or_default().clone();
+        let addr = cell
+            .get_or_try_init(|| async {
+                let dir = self.root.join(&name);
+                let (cfg, fsync, region) = (self.cfg.clone(), self.fsync, self.region.clone());
+                let opened =
+                    tokio::task::spawn_blocking(move || Coordinator::open(dir, cfg, fsync, region))
+                        .await
+                        .map_err(|e| {
+                            EngineError::Internal(format!("loading coordination state: {e}"))
+                        })??;
+                metrics::counter!("ruvector_coordinators_started_total").increment(1);
+                Ok::<_, EngineError>(Coordinator::start_in_arbiter(&self.arbiter, move |_| {
+                    opened
+                }))
+            })
+            .await?;
+        Ok(addr.clone())
+    }
+}
