@@ -114,6 +114,12 @@ pub async fn start(
         streams: streams.clone(),
         auth,
         supervisor,
+        coordinators: Arc::new(ruvector_actors::Coordinators::new(
+            settings.storage.data_dir.clone(),
+            settings.coordination.clone(),
+            settings.storage.fsync,
+            settings.server.region.clone(),
+        )),
     });
     let s = &settings.server;
     let workers = if s.workers == 0 {

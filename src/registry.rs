@@ -77,6 +77,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The stream's id (unique in this process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Records client activity now (idle closing picks the longest idle first).
     pub fn seen(&self) {
         self.last_seen

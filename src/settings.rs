@@ -7,7 +7,7 @@ use std::path::Path;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
-use ruvector_actors::{EngineConfig, IndexConfig, StorageConfig};
+use ruvector_actors::{CoordConfig, EngineConfig, IndexConfig, StorageConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, AuthSettings};
@@ -114,6 +114,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub shed: ShedSettings,
+    pub coordination: CoordConfig,
     pub redis: RedisSettings,
     pub metrics: MetricsSettings,
 }
@@ -225,6 +226,9 @@ impl Settings {
             return fail("stream.max_outbound_bytes", "must be at least 65536");
         }
         Auth::new(&self.auth).map_err(SettingsError)?;
+        self.coordination
+            .validate()
+            .map_err(|e| SettingsError(e.to_string()))?;
         let sh = &self.shed;
         if !(0.0 < sh.throttle_at
             && sh.throttle_at <= sh.close_idle_at

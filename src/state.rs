@@ -1,5 +1,6 @@
 //! `AppState`: what every transport and the service layer reach — the engine's router and hub,
-//! settings, the server's lifecycle, the stream registry, authentication and the supervisor.
+//! settings, the server's lifecycle, the stream registry, authentication, the supervisor and the
+//! tenants' coordinators.
 //! It sits below the transports so that none of them owns what the others need.
 
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use actix::Addr;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ruvector_actors::Hub;
-use ruvector_actors::Router;
+use ruvector_actors::{Coordinators, Router};
 
 use crate::auth::Auth;
 use crate::lifecycle::Lifecycle;
@@ -24,4 +25,5 @@ pub struct AppState {
     pub streams: Arc<Streams>,
     pub auth: Arc<Auth>,
     pub supervisor: Arc<Supervisor>,
+    pub coordinators: Arc<Coordinators>,
 }

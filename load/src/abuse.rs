@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::run::http_client;
+use crate::client::http_client;
 
 const COLLECTION: &str = "abuse";
 const DIM: usize = 32;

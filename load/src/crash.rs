@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::client::http_client;
 use crate::data::Rng;
-use crate::run::http_client;
 
 const COLLECTION: &str = "crash";
 const DIM: usize = 8;

@@ -4,6 +4,7 @@
 //! server's tests share its data generators).
 //!
 //! ## Layout
+//! - `client`: the blocking HTTP client the commands share.
 //! - `data`: `.fvecs`/`.ivecs` I/O, clustered synthetic data, brute-force ground truth.
 //! - `ann`: the `bench-ann` runs, in process and through the HTTP API.
 //! - `streams`: `idle-scale`, many idle WebSocket streams and the server's memory per stream
@@ -19,6 +20,7 @@
 
 pub mod abuse;
 pub mod ann;
+pub mod client;
 pub mod crash;
 pub mod data;
 pub mod report;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::client::http_client;
 use crate::data::Rng;
 use crate::report::{Percentiles, PhaseStats, Report, SeriesPoint, ServerStats};
 use crate::scenario::{Scenario, StreamLoad};
@@ -32,14 +33,6 @@ pub struct RunOptions {
     pub progress: bool,
     /// Run even several workers as threads of this process (tests).
     pub in_process: bool,
-}
-
-/// The blocking HTTP client every command of this crate uses (60 s timeout).
-pub(crate) fn http_client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_default()
 }
 
 fn preload(o: &RunOptions, l: &StreamLoad, seed: u64) -> Result<(), String> {

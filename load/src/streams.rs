@@ -217,7 +217,7 @@ async fn hold_sse(cfg: Arc<IdleScale>, i: usize, counters: Arc<Counters>, gate: 
 /// Creates the collection SSE streams subscribe to (an existing one is fine).
 fn create_sse_collection(server: SocketAddr) -> Result<(), String> {
     let url = format!("http://{server}/api/v1/collections/{SSE_COLLECTION}");
-    let res = crate::run::http_client()
+    let res = crate::client::http_client()
         .put(url)
         .json(&serde_json::json!({"dimension": 2}))
         .send()
@@ -233,7 +233,7 @@ fn sse_burst(server: SocketAddr, bytes: usize) -> Result<(), String> {
     let pad = "x".repeat(bytes.clamp(1, SSE_MAX_PAD));
     let url = format!("http://{server}/api/v1/collections/{SSE_COLLECTION}/points");
     let body = serde_json::json!({"points": [{"vector": [1.0, 0.0], "metadata": {"pad": pad}}]});
-    let res = crate::run::http_client()
+    let res = crate::client::http_client()
         .put(url)
         .json(&body)
         .send()

@@ -34,6 +34,8 @@ pub const READ: Access = Access::Needs(Scope::Read, Class::Read);
 pub const WRITE: Access = Access::Needs(Scope::Write, Class::Write);
 pub const ADMIN: Access = Access::Needs(Scope::Admin, Class::Write);
 pub const STREAM: Access = Access::Needs(Scope::Read, Class::Stream);
+pub const COORD_READ: Access = Access::Needs(Scope::Coordinate, Class::Read);
+pub const COORD_WRITE: Access = Access::Needs(Scope::Coordinate, Class::Write);
 
 /// One row of the route table: `method path` served by `handler`, gated by `access`. The
 /// resource carries the method as its own guard, so a request whose method does not fit falls

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod collections;
+pub mod coordination;
 pub mod error;
 pub mod guard;
 pub mod health;
@@ -36,7 +37,8 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// the access it demands (see `guard::route`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use actix_web::http::Method;
-    use guard::{route, Access, ADMIN, READ, STREAM, WRITE};
+    use coordination as co;
+    use guard::{route, Access, ADMIN, COORD_READ, COORD_WRITE, READ, STREAM, WRITE};
     const GET: Method = Method::GET;
     const PUT: Method = Method::PUT;
     const POST: Method = Method::POST;
@@ -116,7 +118,92 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(route(GET, "/stream/subscribe", STREAM, sse::subscribe))
                 .service(route(POST, "/insert", WRITE, points::short_insert))
                 .service(route(POST, "/search", READ, search::short_search))
-                .service(route(GET, "/search", READ, search::short_search_get)),
+                .service(route(GET, "/search", READ, search::short_search_get))
+                .service(route(
+                    PUT,
+                    "/coordination/agents/{agent_id}",
+                    COORD_WRITE,
+                    co::with_body("agent_register"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/agents/{agent_id}/heartbeat",
+                    COORD_WRITE,
+                    co::with_body("heartbeat"),
+                ))
+                .service(route(GET, "/coordination/agents", COORD_READ, co::agents))
+                .service(route(
+                    POST,
+                    "/coordination/tasks",
+                    COORD_WRITE,
+                    co::with_body("task_create"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/tasks/claim",
+                    COORD_WRITE,
+                    co::with_body("task_claim"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/tasks/similar",
+                    COORD_READ,
+                    co::with_body("similar_tasks"),
+                ))
+                .service(route(
+                    GET,
+                    "/coordination/tasks/{task_id}",
+                    COORD_READ,
+                    co::from_path("task_status"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/tasks/{task_id}/complete",
+                    COORD_WRITE,
+                    co::with_body("task_complete"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/tasks/{task_id}/fail",
+                    COORD_WRITE,
+                    co::with_body("task_fail"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/topics/{topic}/messages",
+                    COORD_WRITE,
+                    co::with_body("publish"),
+                ))
+                .service(route(
+                    GET,
+                    "/coordination/topics/{topic}/messages",
+                    COORD_READ,
+                    co::topic_messages,
+                ))
+                .service(route(
+                    PUT,
+                    "/coordination/memory/{namespace}/{key}",
+                    COORD_WRITE,
+                    co::with_body("memory_store"),
+                ))
+                .service(route(
+                    GET,
+                    "/coordination/memory/{namespace}/{key}",
+                    COORD_READ,
+                    co::from_path("memory_retrieve"),
+                ))
+                .service(route(
+                    DELETE,
+                    "/coordination/memory/{namespace}/{key}",
+                    COORD_WRITE,
+                    co::from_path("memory_delete"),
+                ))
+                .service(route(
+                    POST,
+                    "/coordination/memory/{namespace}/search",
+                    COORD_READ,
+                    co::with_body("memory_search"),
+                )),
         )
         .default_service(web::to(not_found));
 }

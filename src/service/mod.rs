@@ -5,11 +5,13 @@
 //! - `shapes`: request and answer shapes shared by every transport, and the defaults.
 //! - `call`: calls into the engine under the request deadline.
 //! - `gate`: authentication, scopes and admission — one decision for every transport.
-//! - `collections`, `points`, `search`, `subscribe`: the operations.
+//! - `collections`, `points`, `search`, `subscribe`: the operations; `coordination`: agent
+//!   coordination through the tenant's coordinator.
 //! - `sse`: SSE event text, shared by the two SSE servers.
 
 pub mod call;
 pub mod collections;
+pub mod coordination;
 pub mod gate;
 pub mod points;
 pub mod search;

@@ -1,8 +1,8 @@
 //! Stream frames (PROTOCOL.md §Streams): what clients send, parsed in two steps so that even a
 //! bad frame's reply can echo its `id`, and the server's replies.
 
-use ruvector_actors::EngineError;
 use ruvector_actors::Hit;
+use ruvector_actors::{CoordOp, EngineError};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,7 +85,19 @@ struct Empty {
     _kind: IgnoredAny,
 }
 
+/// `subscribe_topic {topic, last?}` / `unsubscribe_topic {topic}`.
+#[derive(Deserialize)]
+pub struct TopicFrame {
+    pub topic: String,
+    #[serde(default)]
+    pub last: usize,
+}
+
 pub enum Request {
+    /// An agent coordination request (PROTOCOL.md §Agent coordination).
+    Coord(CoordOp),
+    SubscribeTopic(TopicFrame),
+    UnsubscribeTopic(TopicFrame),
     Search(SearchFrame),
     Insert(InsertFrame),
     Delete(DeleteFrame),
@@ -105,6 +117,9 @@ impl Request {
             Request::Unsubscribe(_) => "unsubscribe",
             Request::Ping => "ping",
             Request::Auth(_) => "auth",
+            Request::Coord(op) => op.name(),
+            Request::SubscribeTopic(_) => "subscribe_topic",
+            Request::UnsubscribeTopic(_) => "unsubscribe_topic",
         }
     }
 }
@@ -150,6 +165,9 @@ pub fn parse(text: &[u8]) -> Result<(Value, Request), BadFrame> {
             Request::Ping
         }
         "auth" => Request::Auth(body(text, &id)?),
+        "subscribe_topic" => Request::SubscribeTopic(body(text, &id)?),
+        "unsubscribe_topic" => Request::UnsubscribeTopic(body(text, &id)?),
+        k if CoordOp::is_coordination(k) => Request::Coord(body(text, &id)?),
         other => return Err(invalid(&id, format!("unknown frame type {other:?}"))),
     };
     Ok((id, req))

@@ -1,14 +1,24 @@
-//! Hub events into a stream actor's mailbox: the hub's `Sink` for any stream actor (WebSocket
-//! session, SSE stream). The mailbox is bounded (`stream.max_outbound_messages`); when it is full
-//! the actor is told `Overflow` instead, and ends the stream as a slow consumer.
+//! Hub and coordination events into a stream actor's mailbox: the hub's `Sink` and the
+//! coordinators' `CoordSink` for any stream actor (WebSocket session, SSE stream). The mailbox
+//! is bounded (`stream.max_outbound_messages`); when it is full the actor is told `Overflow`
+//! instead, and ends the stream as a slow consumer.
 
 use actix::prelude::*;
-use ruvector_actors::{Delivery, Sink};
+use ruvector_actors::{CoordSink, Delivery, Sink};
+use serde_json::Value;
 
 /// A subscription event for a stream.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Push(pub Delivery);
+
+/// A coordination event for a stream (`agent_joined`, `agent_left`, a topic `message`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CoordEvent {
+    pub kind: &'static str,
+    pub body: Value,
+}
 
 /// The stream's mailbox was full when the hub had an event for it: slow consumer.
 #[derive(Message)]
@@ -24,6 +34,26 @@ where
 {
     fn deliver(&self, d: Delivery) -> bool {
         match self.0.try_send(Push(d)) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                self.0.do_send(Overflow);
+                false
+            }
+            Err(SendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl<A> CoordSink for ActorSink<A>
+where
+    A: Actor<Context = Context<A>> + Handler<CoordEvent> + Handler<Overflow>,
+{
+    fn deliver(&self, kind: &'static str, body: &Value) -> bool {
+        let event = CoordEvent {
+            kind,
+            body: body.clone(),
+        };
+        match self.0.try_send(event) {
             Ok(()) => true,
             Err(SendError::Full(_)) => {
                 self.0.do_send(Overflow);

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::web;
+use bytes::Bytes;
 use ruvector_actors::Ranked;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -25,7 +26,7 @@ use tungstenite::protocol::frame::coding::Control as WsControl;
 use super::conn::Conn;
 use super::inbox::Inbox;
 use super::outbox::{Bounds, Outbox};
-use super::push::{Overflow, Push};
+use super::push::{CoordEvent, Overflow, Push};
 use super::wire::{self, close};
 use crate::auth::Principal;
 use crate::registry::{Control, Permit, Registration};
@@ -88,6 +89,8 @@ pub struct Session {
     peer_closed: bool,
     draining: bool,
     done: bool,
+    /// The stream joined a swarm or a topic: its coordinator is told when it ends.
+    coordinating: bool,
 }
 
 impl Session {
@@ -128,6 +131,7 @@ impl Session {
             peer_closed: false,
             draining: false,
             done: false,
+            coordinating: false,
         };
         session.start();
     }
@@ -188,6 +192,23 @@ impl Session {
         }
     }
 
+    /// Queues a pushed event (a frame no request asked for); a queue that cannot take it means
+    /// a slow consumer, closed with 4002. `false` when the event was not queued.
+    fn push_event(&mut self, f: Bytes, kind: &'static str, ctx: &mut Context<Self>) -> bool {
+        if self.out.would_overflow(f.len(), self.bounds()) {
+            metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
+            self.close(
+                close::SLOW_CONSUMER,
+                "slow consumer: outbound queue full",
+                ctx,
+            );
+            return false;
+        }
+        self.enqueue(f, kind);
+        self.flush(ctx);
+        true
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.closing.is_some() || self.done {
             return;
@@ -232,6 +253,13 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.unsubscribe_all();
+        if let (true, Some(p), Some(r)) = (self.coordinating, &self.principal, &self.registration) {
+            let (app, caller, stream) = (self.app.clone(), p.clone(), r.id());
+            actix::spawn(async move {
+                let _ =
+                    crate::service::coordination::unsubscribe(&app, &caller, stream, None).await;
+            });
+        }
     }
 }
 
@@ -256,18 +284,18 @@ impl Handler<Push> for Session {
             return;
         };
         let f = wire::text_frame(&event_frame(&sub.shown, &d));
-        if self.out.would_overflow(f.len(), self.bounds()) {
-            metrics::counter!("ruvector_stream_slow_consumers_total").increment(1);
-            self.close(
-                close::SLOW_CONSUMER,
-                "slow consumer: outbound queue full",
-                ctx,
-            );
-            return;
+        if self.push_event(f, "event", ctx) {
+            metrics::counter!("ruvector_stream_events_sent_total").increment(1);
         }
-        metrics::counter!("ruvector_stream_events_sent_total").increment(1);
-        self.enqueue(f, "event");
-        self.flush(ctx);
+    }
+}
+
+impl Handler<CoordEvent> for Session {
+    type Result = ();
+
+    fn handle(&mut self, e: CoordEvent, ctx: &mut Self::Context) {
+        let f = wire::text_frame(&crate::service::coordination::frame(e.kind, &e.body));
+        self.push_event(f, e.kind, ctx);
     }
 }
 

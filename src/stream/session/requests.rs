@@ -15,15 +15,16 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::registry::next_query_id;
 use crate::service::call::took_ms;
+use crate::service::coordination::{self, reply_json, StreamSink};
 use crate::service::gate;
 use crate::service::shapes::{hit_json, DEFAULT_COLLECTION};
 use crate::service::{points, search, subscribe};
 use crate::stream::inbox::Message;
-use crate::stream::proto::{self, Request};
+use crate::stream::proto::{self, Request, TopicFrame};
 use crate::stream::push::ActorSink;
 use crate::stream::wire::{self, close};
 use crate::supervise::Class;
-use ruvector_actors::EngineError;
+use ruvector_actors::{CoordOp, EngineError};
 
 impl Session {
     pub(super) fn on_message(&mut self, m: Message<'_>, ctx: &mut Context<Self>) {
@@ -146,6 +147,9 @@ impl Session {
             Request::Insert(i) => self.insert(id, &principal, i, ctx),
             Request::Delete(d) => self.delete(id, &principal, d, ctx),
             Request::Subscribe(s) => self.subscribe(id, &principal, s, ctx),
+            Request::Coord(op) => self.coordinate(id, &principal, op, ctx),
+            Request::SubscribeTopic(t) => self.subscribe_topic(id, &principal, t, ctx),
+            Request::UnsubscribeTopic(t) => self.unsubscribe_topic(id, &principal, t, ctx),
         }
     }
 
@@ -155,6 +159,10 @@ impl Session {
             Request::Search(_) | Request::Subscribe(_) => (Some(Scope::Read), Class::Read),
             Request::Insert(_) | Request::Delete(_) => (Some(Scope::Write), Class::Write),
             Request::Ping | Request::Unsubscribe(_) | Request::Auth(_) => (None, Class::Read),
+            Request::Coord(op) => (Some(Scope::Coordinate), coordination::class(op)),
+            Request::SubscribeTopic(_) | Request::UnsubscribeTopic(_) => {
+                (Some(Scope::Coordinate), Class::Read)
+            }
         };
         gate::admit(&self.app, p, scope, class)
     }
@@ -366,5 +374,83 @@ impl Session {
             act.end(ctx);
             act.flush(ctx);
         }));
+    }
+
+    /// This stream as a coordination event sink (its registry id and its mailbox).
+    fn stream_sink(&mut self, ctx: &mut Context<Self>) -> Option<StreamSink> {
+        let id = self.registration.as_ref()?.id();
+        self.coordinating = true;
+        Some((id, Arc::new(ActorSink(ctx.address()))))
+    }
+
+    fn coordinate(&mut self, id: Value, p: &Principal, op: CoordOp, ctx: &mut Context<Self>) {
+        // A registering agent's stream hears its swarm's joins and leaves.
+        let sink = if matches!(op, CoordOp::AgentRegister { .. }) {
+            self.stream_sink(ctx)
+        } else {
+            None
+        };
+        let app = self.app.clone();
+        let caller = p.clone();
+        let fut = async move {
+            let reply = coordination::call(&app, &caller, op, sink).await?;
+            Ok(reply_json(&reply))
+        };
+        self.ack_later(id, "coordination", fut, ctx);
+    }
+
+    fn subscribe_topic(
+        &mut self,
+        id: Value,
+        p: &Principal,
+        t: TopicFrame,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(sink) = self.stream_sink(ctx) else {
+            return;
+        };
+        self.begin();
+        let app = self.app.clone();
+        let caller = p.clone();
+        let topic = t.topic.clone();
+        let fut = async move {
+            coordination::subscribe_topic(&app, &caller, t.topic, t.last, sink).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(last) => {
+                    let f = wire::text_frame(
+                        &json!({"type": "topic_subscribed", "id": id, "topic": topic}),
+                    );
+                    act.enqueue(f, "topic_subscribed");
+                    for m in last {
+                        let f = wire::text_frame(&coordination::frame("message", &m));
+                        act.enqueue(f, "message");
+                    }
+                }
+                Err(e) => act.reply_error(&id, &e, "subscribe_topic"),
+            }
+            act.end(ctx);
+            act.flush(ctx);
+        }));
+    }
+
+    fn unsubscribe_topic(
+        &mut self,
+        id: Value,
+        p: &Principal,
+        t: TopicFrame,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(stream) = self.registration.as_ref().map(|r| r.id()) else {
+            return;
+        };
+        let app = self.app.clone();
+        let caller = p.clone();
+        let fut = async move {
+            coordination::unsubscribe(&app, &caller, stream, Some(t.topic.clone())).await?;
+            Ok(json!({"type": "topic_unsubscribed", "id": null, "topic": t.topic}))
+        };
+        self.ack_later(id, "unsubscribe_topic", fut, ctx);
     }
 }
