@@ -12,7 +12,8 @@
 //!      outbound queue and upgrade handling;
 //!    - `http`: actix-web — the route table with a gate per route, REST handlers, SSE for later
 //!      requests on a kept-alive connection, probes and `/metrics`.
-//! 2. `service`: transport-neutral operations (collections, points, search, subscriptions),
+//! 2. `service`: transport-neutral operations (collections, points, search, subscriptions, agent
+//!    coordination),
 //!    the request and answer shapes every transport shares, the request deadline and the one
 //!    gate (authentication, scope, admission).
 //! 3. Shared state and policy — `state` (`AppState`), `registry` (open streams, their control
