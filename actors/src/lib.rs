@@ -40,7 +40,8 @@ pub use error::{EngineError, Overload, Result};
 // The engine's public face: what the server uses, without reaching into module paths.
 pub use config::{CoordConfig, EngineConfig, IndexConfig, StorageConfig};
 pub use coord::{
-    Call, CoordOp, CoordSink, Coordinator, Coordinators, Reply, SubscribeTopic, Unsubscribe,
+    Call, CoordOp, CoordSink, Coordinator, Coordinators, FedJoin, FedPull, FedPush, Reply,
+    SubscribeTopic, Unsubscribe, VectorClock,
 };
 pub use hub::{Delivery, Hub, ResetNeeded, Sink, StandingQuery};
 pub use index::filter::Filter;

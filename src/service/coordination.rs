@@ -1,12 +1,13 @@
 //! Agent coordination through the tenant's coordinator: requests from WebSocket frames, the REST
-//! mirror and (later) the federation endpoint and MCP tools, each under the request deadline and
-//! the caller's tenant — a tenant reaches only its own coordinator, so swarms, tasks, topics and
-//! memory are isolated exactly as collections are.
+//! mirror and the agentic-flow federation endpoint (and later MCP tools), each under the request
+//! deadline and the caller's tenant — a tenant reaches only its own coordinator, so swarms, tasks,
+//! topics and memory are isolated exactly as collections are.
 
 use std::sync::Arc;
 
 use ruvector_actors::{Call, CoordOp, CoordSink, Reply, SubscribeTopic, Unsubscribe};
 use ruvector_actors::{Coordinator, Coordinators, EngineError};
+use ruvector_actors::{FedJoin, FedPull, FedPush, VectorClock};
 use serde_json::Value;
 
 use super::call::deadline;
@@ -127,4 +128,60 @@ pub fn parse(kind: &str, mut v: Value) -> Result<CoordOp, ApiError> {
         None => return Err(ApiError::invalid("the request must be a JSON object")),
     }
     serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("{kind}: {e}")))
+}
+
+/// A federation client joins its tenant (it hears the other clients' pushes).
+pub async fn fed_join(
+    app: &AppState,
+    caller: &Principal,
+    sink: StreamSink,
+) -> Result<(), ApiError> {
+    let addr = coordinator(app, caller).await?;
+    let (stream, sink) = sink;
+    deadline(app, async {
+        Ok(addr
+            .send(FedJoin { stream, sink })
+            .await
+            .map_err(EngineError::from)?)
+    })
+    .await
+}
+
+/// The episodes `clock` does not cover (newest first, at most 100) and the merged clock.
+pub async fn fed_pull(
+    app: &AppState,
+    caller: &Principal,
+    clock: VectorClock,
+) -> Result<(Vec<Value>, VectorClock), ApiError> {
+    let addr = coordinator(app, caller).await?;
+    deadline(app, async {
+        Ok(addr
+            .send(FedPull { clock })
+            .await
+            .map_err(EngineError::from)??)
+    })
+    .await
+}
+
+/// Stores a federation client's episodes (durably) and re-broadcasts them to the tenant's other
+/// clients.
+pub async fn fed_push(
+    app: &AppState,
+    caller: &Principal,
+    stream: u64,
+    agent_id: String,
+    clock: VectorClock,
+    data: Vec<Value>,
+) -> Result<(), ApiError> {
+    let addr = coordinator(app, caller).await?;
+    let msg = FedPush {
+        stream,
+        agent_id,
+        clock,
+        data,
+    };
+    deadline(app, async {
+        Ok(addr.send(msg).await.map_err(EngineError::from)??)
+    })
+    .await
 }

@@ -27,13 +27,16 @@ use crate::supervise::Class;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     WebSocket,
+    /// agentic-flow's federation protocol on a WebSocket.
+    Federation,
     Sse,
     Http,
 }
 
 /// Request-line prefixes the lean layer takes, each followed by ` ` or `?`.
-const LEAN: [(&[u8], Route); 3] = [
+const LEAN: [(&[u8], Route); 4] = [
     (b"GET /api/v1/ws", Route::WebSocket),
+    (b"GET /api/v1/federation", Route::Federation),
     (b"GET /api/v1/stream/subscribe", Route::Sse),
     (b"GET /api/v1/stream/search", Route::Sse),
 ];
@@ -93,14 +96,16 @@ pub async fn route_of(io: &TcpStream, timeout: Duration) -> Route {
 /// stream's actor runs, but the allocator kept the holes).
 pub async fn serve(route: Route, io: TcpStream, app: web::Data<AppState>) {
     match route {
-        Route::WebSocket => Box::pin(serve_upgrade(io, app)).await,
+        Route::WebSocket => Box::pin(serve_upgrade(io, app, false)).await,
+        Route::Federation => Box::pin(serve_upgrade(io, app, true)).await,
         Route::Sse => Box::pin(sse::serve(io, app)).await,
         Route::Http => {}
     }
 }
 
-/// Completes a WebSocket upgrade and starts its session actor on this thread.
-async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>) {
+/// Completes a WebSocket upgrade and starts its session actor on this thread (`federation`: the
+/// agentic-flow dialect, whose first frame must be its own `auth`).
+async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>, federation: bool) {
     let timeout = Duration::from_millis(app.settings.server.client_request_timeout_ms);
     let upgrade = match read_head(&mut io, timeout, http1::parse_upgrade).await {
         Head::Parsed(u) => u,
@@ -120,6 +125,7 @@ async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>) {
     // Credentials with the upgrade, else an `auth` frame must come first.
     let peer = io.peer_addr().ok().map(|a| a.ip());
     let principal = match (&upgrade.token, app.auth.enabled()) {
+        _ if federation => None,
         (_, false) => Some(Arc::new(Principal::anonymous(peer))),
         (Some(t), true) => match app.auth.authenticate(Some(t), peer) {
             Ok(p) => Some(Arc::new(p)),
@@ -150,7 +156,7 @@ async fn serve_upgrade(mut io: TcpStream, app: web::Data<AppState>) {
         _ => return,
     }
     let _ = io.set_nodelay(true);
-    Session::start(app, principal, io, permit, upgrade.rest);
+    Session::start(app, principal, io, permit, upgrade.rest, federation);
 }
 
 #[cfg(test)]
@@ -159,9 +165,10 @@ mod tests {
 
     #[test]
     fn request_lines_are_routed_on_whole_paths_only() {
-        let cases: [(&[u8], Option<Route>); 12] = [
+        let cases: [(&[u8], Option<Route>); 13] = [
             (b"GET /api/v1/ws HTTP/1.1", Some(Route::WebSocket)),
             (b"GET /api/v1/ws?token=x", Some(Route::WebSocket)),
+            (b"GET /api/v1/federation HTTP/1.1", Some(Route::Federation)),
             (b"GET /api/v1/wsx HTTP/1.1", Some(Route::Http)),
             (b"GET /api/v1/stream/subscribe?c", Some(Route::Sse)),
             (b"GET /api/v1/stream/search?k=1", Some(Route::Sse)),

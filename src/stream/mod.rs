@@ -7,10 +7,12 @@
 //!   reading a head and refusing it.
 //! - `wire`: RFC 6455 framing; `inbox`: inbound frames to whole messages; `outbox`: the bounded
 //!   outbound queue; `proto`: the JSON frames; `push`: hub events into a stream's mailbox.
-//! - `session`: the WebSocket session actor; `sse`: the SSE stream actor.
+//! - `session`: the WebSocket session actor (our frames, or agentic-flow's `federation`
+//!   dialect); `sse`: the SSE stream actor.
 
 pub mod accept;
 pub mod conn;
+pub mod federation;
 pub mod http1;
 pub mod inbox;
 pub mod outbox;

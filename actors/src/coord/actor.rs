@@ -64,15 +64,17 @@ pub fn now_ms() -> u64 {
 }
 
 pub struct Coordinator {
-    cfg: CoordConfig,
+    pub(super) cfg: CoordConfig,
     region: String,
     store: Store,
-    state: State,
+    pub(super) state: State,
     agents: Agents,
     /// topic → streams subscribed to it.
     topics: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
     /// swarm → member streams (registered agents' streams).
     swarms: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
+    /// Connected agentic-flow federation clients.
+    pub(super) federation: HashMap<u64, Arc<dyn CoordSink>>,
 }
 
 impl Coordinator {
@@ -104,11 +106,12 @@ impl Coordinator {
             agents,
             topics: HashMap::new(),
             swarms: HashMap::new(),
+            federation: HashMap::new(),
         })
     }
 
     /// Makes `changes` durable, then applies them.
-    fn commit(&mut self, changes: Vec<Change>) -> Result<()> {
+    pub(super) fn commit(&mut self, changes: Vec<Change>) -> Result<()> {
         self.store.commit(&changes)?;
         for c in changes {
             self.state.apply(c, self.cfg.topic_history);
@@ -121,11 +124,15 @@ impl Coordinator {
         Ok(())
     }
 
-    fn tell(members: &mut HashMap<u64, Arc<dyn CoordSink>>, kind: &'static str, body: &Value) {
+    pub(super) fn tell(
+        members: &mut HashMap<u64, Arc<dyn CoordSink>>,
+        kind: &'static str,
+        body: &Value,
+    ) {
         members.retain(|_, sink| sink.deliver(kind, body));
     }
 
-    fn check_value(&self, what: &str, v: &Value) -> Result<()> {
+    pub(super) fn check_value(&self, what: &str, v: &Value) -> Result<()> {
         let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > self.cfg.max_value_bytes {
             return Err(EngineError::invalid(format!(
@@ -569,6 +576,7 @@ impl Handler<Unsubscribe> for Coordinator {
                 for subs in self.topics.values_mut().chain(self.swarms.values_mut()) {
                     subs.remove(&u.stream);
                 }
+                self.federation.remove(&u.stream);
                 true
             }
         }

@@ -90,7 +90,8 @@ impl Memory {
         self.entries.remove(&(namespace.to_owned(), key.to_owned()))
     }
 
-    fn namespace<'a>(
+    /// The live entries of a namespace, in key order.
+    pub fn entries_of<'a>(
         &'a self,
         namespace: &'a str,
         now: u64,
@@ -110,7 +111,7 @@ impl Memory {
         k: usize,
         now: u64,
     ) -> Vec<MemoryEntry> {
-        self.namespace(namespace, now)
+        self.entries_of(namespace, now)
             .filter(|e| glob(pattern, &e.key))
             .take(k)
             .cloned()
@@ -126,7 +127,7 @@ impl Memory {
         now: u64,
     ) -> Vec<(MemoryEntry, f32)> {
         let mut scored: Vec<(f32, &MemoryEntry)> = self
-            .namespace(namespace, now)
+            .entries_of(namespace, now)
             .filter_map(|e| {
                 let v = e.embedding.as_deref().filter(|v| v.len() == vector.len())?;
                 Some((cosine(v, vector), e))

@@ -5,12 +5,14 @@
 //! - `ops`: the requests and replies; `actor`: the coordinator; `registry`: one per tenant.
 //! - `tasks`, `agents`, `topics`, `memory`: the state, pure and tested on its own.
 //! - `store`: the state on disk (log records and snapshots).
+//! - `federation`: agentic-flow's `FederationHubClient` protocol on the same state.
 //!
 //! Coordination is regional: it is not replicated between regions (a claim must stay
 //! exclusive, which active-active replication cannot promise).
 
 pub mod actor;
 pub mod agents;
+pub mod federation;
 pub mod memory;
 pub mod ops;
 pub mod registry;
@@ -19,5 +21,6 @@ pub mod tasks;
 pub mod topics;
 
 pub use actor::{Call, CoordSink, Coordinator, SubscribeTopic, Unsubscribe};
+pub use federation::{FedJoin, FedPull, FedPush, VectorClock};
 pub use ops::{CoordOp, Reply};
 pub use registry::Coordinators;

@@ -30,8 +30,11 @@ impl Session {
         if self.closing.is_some() {
             return false;
         }
+        // A federation client does not correlate replies: one request at a time keeps them in
+        // order.
         self.draining
             || self.inflight.len() >= self.cfg().max_inflight
+            || (self.fed.is_some() && !self.inflight.is_empty())
             || self.out.past(self.bounds(), 2)
     }
 

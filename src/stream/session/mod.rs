@@ -7,6 +7,7 @@
 //! pings when quiet, closes with 4001 when idle and enforces the write timeout. Pushed events
 //! that would overflow the outbound queue close the stream with 4002.
 
+mod federation;
 mod io;
 mod requests;
 
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use tungstenite::protocol::frame::coding::Control as WsControl;
 
 use super::conn::Conn;
+use super::federation::FedState;
 use super::inbox::Inbox;
 use super::outbox::{Bounds, Outbox};
 use super::push::{CoordEvent, Overflow, Push};
@@ -91,6 +93,8 @@ pub struct Session {
     done: bool,
     /// The stream joined a swarm or a topic: its coordinator is told when it ends.
     coordinating: bool,
+    /// Set for agentic-flow's federation dialect (`/api/v1/federation`).
+    fed: Option<Box<FedState>>,
 }
 
 impl Session {
@@ -102,6 +106,7 @@ impl Session {
         sock: TcpStream,
         permit: Permit,
         early: Vec<u8>,
+        federation: bool,
     ) {
         let now = Instant::now();
         let session = Session {
@@ -132,6 +137,7 @@ impl Session {
             draining: false,
             done: false,
             coordinating: false,
+            fed: federation.then(Box::default),
         };
         session.start();
     }

@@ -83,7 +83,7 @@ impl Session {
         false
     }
 
-    fn reply_error(&mut self, id: &Value, e: &ApiError, kind: &'static str) {
+    pub(super) fn reply_error(&mut self, id: &Value, e: &ApiError, kind: &'static str) {
         metrics::counter!("ruvector_stream_errors_total", "code" => e.code(), "frame" => kind)
             .increment(1);
         self.enqueue(wire::text_frame(&proto::error_frame(id, e)), "error");
@@ -93,6 +93,9 @@ impl Session {
         if std::str::from_utf8(text).is_err() {
             self.close(close::INVALID_DATA, "text frame is not UTF-8", ctx);
             return;
+        }
+        if self.fed.is_some() {
+            return self.on_federation_text(text, ctx);
         }
         let (id, req) = match proto::parse(text) {
             Ok(r) => r,
@@ -190,7 +193,7 @@ impl Session {
         }
     }
 
-    fn begin(&mut self) {
+    pub(super) fn begin(&mut self) {
         self.inflight.push(self.app.supervisor.begin());
     }
 
@@ -377,7 +380,7 @@ impl Session {
     }
 
     /// This stream as a coordination event sink (its registry id and its mailbox).
-    fn stream_sink(&mut self, ctx: &mut Context<Self>) -> Option<StreamSink> {
+    pub(super) fn stream_sink(&mut self, ctx: &mut Context<Self>) -> Option<StreamSink> {
         let id = self.registration.as_ref()?.id();
         self.coordinating = true;
         Some((id, Arc::new(ActorSink(ctx.address()))))
