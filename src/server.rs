@@ -35,6 +35,7 @@ pub fn serve(
     let request_timeout = Duration::from_millis(s.client_request_timeout_ms);
     let disconnect = Duration::from_millis(s.client_disconnect_timeout_ms);
     let local = addrs[0];
+    let mcp = http::mcp::service(state.clone());
     let server = Server::build()
         .workers(workers)
         .max_concurrent_connections(s.max_connections)
@@ -43,6 +44,7 @@ pub fn serve(
         .listen("ruvector", listener, move || {
             let state = state.clone();
             let app_state = state.clone();
+            let mcp = mcp.clone();
             let lifecycle = state.lifecycle.clone();
             let http = HttpService::build()
                 // Idle keep-alive connections close at once when the server drains.
@@ -64,6 +66,9 @@ pub fn serve(
                         .app_data(app_state)
                         .wrap_fn(http::record)
                         .configure(http::routes)
+                        .service(mcp.scope_with_path("/mcp").wrap_fn(|req, srv| {
+                            http::guard::gate(http::guard::COORD_WRITE, req, srv)
+                        }))
                         .into_factory()
                         .map_err(|e| e.error_response()),
                     |_| AppConfig::default(),

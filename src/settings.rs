@@ -31,6 +31,7 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub drain_timeout_ms: u64,
     pub search_cache_max_age_s: u64,
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 /// WebSocket and SSE sessions (see `config/default.toml` for each key).

@@ -88,7 +88,7 @@ fn check(
 }
 
 /// The gate of one matched route: authentication, the route's scope, admission, rate limits.
-fn gate<S, B>(
+pub(crate) fn gate<S, B>(
     access: Access,
     req: ServiceRequest,
     srv: &S,

@@ -9,6 +9,7 @@ pub mod coordination;
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod mcp;
 pub mod points;
 pub mod search;
 pub mod sse;

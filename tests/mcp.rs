@@ -1,0 +1,96 @@
+//! MCP at `/mcp`, driven by a client no one here wrote: the official TypeScript SDK
+//! (`@modelcontextprotocol/sdk`, installed by this test from `tests/mcp/package-lock.json`)
+//! lists the tools and calls `memory_store` → `memory_search` and `task_create` → `task_claim`.
+//! With authentication on, `/mcp` passes the same gate as the REST mirror.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Server;
+use serde_json::json;
+use sha2::Digest;
+
+fn prepared() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    if !dir
+        .join("node_modules/@modelcontextprotocol/sdk/package.json")
+        .exists()
+    {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm is needed for this test");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+fn drive(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("node")
+        .arg("run.mjs")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn sha(s: &str) -> String {
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_official_mcp_sdk_lists_and_calls_the_coordination_tools() {
+    let dir = prepared();
+    let s = Server::start(&[]);
+    let url = s.url("/mcp");
+    let (ok, report) = drive(&dir, &[&url]);
+    assert!(ok, "MCP client run failed:\n{report}");
+    for check in ["tools/list", "memory", "tasks", "errors"] {
+        assert!(
+            report.contains(&format!("\"what\":\"{check}\"")),
+            "{report}"
+        );
+    }
+    // What the tools did is the same state the REST mirror sees.
+    let r = s.ok("GET", "/api/v1/coordination/memory/notes/design", None);
+    assert_eq!(r["value"], json!({"text": "actors"}));
+    drop(s);
+
+    // Auth on: the tenant's coordinate key works; a read-only key is refused at the gate.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("auth.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nkeys = [\n {{ name = \"agents\", sha256 = \"{}\", scopes = [\"coordinate\"], tenant = \"acme\" }},\n {{ name = \"reader\", sha256 = \"{}\", scopes = [\"read\"], tenant = \"acme\" }},\n]\n",
+            sha("agents-key"),
+            sha("reader-key")
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&[("RUVECTOR_CONFIG", cfg.to_str().unwrap())]);
+    let url = s.url("/mcp");
+    let (ok, report) = drive(&dir, &[&url, "agents-key"]);
+    assert!(ok, "with a coordinate key:\n{report}");
+    let (ok, report) = drive(&dir, &[&url, "reader-key"]);
+    assert!(!ok, "a read-only key must be refused:\n{report}");
+    let (ok, _) = drive(&dir, &[&url]);
+    assert!(!ok, "no credential must be refused");
+}
