@@ -451,6 +451,10 @@ fn the_rest_mirror_serves_the_same_operations() {
         s.ok("DELETE", &format!("{base}/memory/ns/k1"), None)["deleted"],
         false
     );
+    let long = "*".repeat(300);
+    let search = json!({ "pattern": long });
+    let (status, _) = s.call("POST", &format!("{base}/memory/ns/search"), Some(&search));
+    assert_eq!(status, 400, "a glob is bounded");
     let (status, r) = s.call(
         "PUT",
         &format!("{base}/memory/ns/k2"),

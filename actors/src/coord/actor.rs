@@ -448,13 +448,14 @@ impl Coordinator {
                             .map(|(e, score)| json!({"key": e.key, "value": e.value, "score": score}))
                             .collect()
                     }
-                    (None, Some(p)) => self
-                        .state
-                        .memory
-                        .by_pattern(&namespace, &p, k, now)
-                        .into_iter()
-                        .map(|e| json!({"key": e.key, "value": e.value}))
-                        .collect(),
+                    (None, Some(p)) => {
+                        // A glob is matched against every key: bounded like a name.
+                        Self::check_name("pattern", &p)?;
+                        self.state.memory.by_pattern(&namespace, &p, k, now)
+                    }
+                    .into_iter()
+                    .map(|e| json!({"key": e.key, "value": e.value}))
+                    .collect(),
                     _ => {
                         return Err(EngineError::invalid(
                             "give exactly one of \"vector\" and \"pattern\"",
