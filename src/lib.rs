@@ -120,6 +120,7 @@ pub async fn start(
             settings.coordination.clone(),
             settings.storage.fsync,
             settings.server.region.clone(),
+            router.clone(),
         )),
     });
     let s = &settings.server;

@@ -741,7 +741,7 @@ fn another_tenant_sees_nothing_and_coordination_needs_its_scope() {
         format!(
             "[auth]\nkeys = [\n {},\n {},\n {},\n]\n",
             key("acme-agent", "\"coordinate\"", "acme"),
-            key("beta-agent", "\"coordinate\"", "beta"),
+            key("beta-agent", "\"coordinate\", \"read\"", "beta"),
             key("acme-reader", "\"read\", \"write\"", "acme"),
         ),
     )
@@ -783,7 +783,7 @@ fn another_tenant_sees_nothing_and_coordination_needs_its_scope() {
             "acme-agent",
             "PUT",
             &format!("{base}/memory/ns/k"),
-            Some(json!({"value": 1}))
+            Some(json!({"value": 1, "embedding": [1.0, 0.0]}))
         )
         .0,
         200
@@ -816,6 +816,28 @@ fn another_tenant_sees_nothing_and_coordination_needs_its_scope() {
     assert_eq!(r["messages"], json!([]));
     let (_, r) = call("beta-agent", "GET", &format!("{base}/agents"), None);
     assert_eq!(r["agents"], json!([]));
+    let (_, r) = call(
+        "beta-agent",
+        "POST",
+        &format!("{base}/memory/ns/search"),
+        Some(json!({"vector": [1.0, 0.0], "k": 5})),
+    );
+    assert_eq!(r["results"], json!([]), "acme's embeddings are not beta's");
+    let (_, r) = call("beta-agent", "GET", "/api/v1/collections", None);
+    assert_eq!(
+        r["collections"],
+        json!([]),
+        "nor is acme's memory collection"
+    );
+    let (_, r) = call(
+        "acme-agent",
+        "POST",
+        &format!("{base}/memory/ns/search"),
+        Some(json!({"vector": [1.0, 0.1], "k": 5})),
+    );
+    assert_eq!(r["results"][0]["key"], "k");
+    let (_, r) = call("acme-reader", "GET", "/api/v1/collections", None);
+    assert_eq!(r["collections"][0]["name"], "coordination-memory");
     call(
         "beta-agent",
         "PUT",

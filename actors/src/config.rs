@@ -9,7 +9,7 @@ use crate::error::{EngineError, Result};
 use crate::index::filter::FilterLimits;
 use crate::index::hnsw::SearchTuning;
 use crate::storage::FsyncMode;
-use crate::types::{HnswParams, Metric};
+use crate::types::{validate_collection_name, HnswParams, Metric};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +113,10 @@ pub struct CoordConfig {
     pub max_k: usize,
     /// Bound of each coordinator's mailbox (requests).
     pub mailbox: usize,
+    /// The collection holding a tenant's memory embeddings (in the tenant's namespace).
+    pub memory_collection: String,
+    /// Longest a memory request waits for the memory collection.
+    pub index_timeout_ms: u64,
 }
 
 impl CoordConfig {
@@ -131,10 +135,17 @@ impl CoordConfig {
             ("coordination.max_dimension", self.max_dimension as u64),
             ("coordination.max_k", self.max_k as u64),
             ("coordination.mailbox", self.mailbox as u64),
+            ("coordination.index_timeout_ms", self.index_timeout_ms),
         ] {
             if v == 0 {
                 return fail(key, "must be at least 1");
             }
+        }
+        if validate_collection_name(&self.memory_collection).is_err() {
+            return fail(
+                "coordination.memory_collection",
+                "must match [A-Za-z0-9_-]{1,64}",
+            );
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! that cannot be written is refused and leaves the state as it was. Once a second it sweeps:
 //! silent agents go offline (their tasks back to pending, their swarm told), expired memory is
 //! forgotten. Events (`agent_joined`, `agent_left`, topic `message`s) go to the streams that
-//! asked for them through `CoordSink`s, which never block.
+//! asked for them through `CoordSink`s, which never block. Memory requests live in
+//! `memory_requests` (those touching embeddings reach the vector index, so they are futures).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use super::ops::{CoordOp, Reply};
 use super::store::{Change, State, Store};
 use super::tasks::{parse_priority, Task, TaskStatus};
 use super::topics::TopicMessage;
+use super::vectors::{point_id, MemoryVectors};
 use crate::config::CoordConfig;
 use crate::error::{EngineError, Result};
 use crate::storage::FsyncMode;
@@ -63,11 +65,21 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How a request is answered: now, or by a future of the coordinator (memory embeddings).
+pub(super) enum Flow {
+    Now(Reply),
+    Later(ResponseActFuture<Coordinator, Result<Reply>>),
+}
+
 pub struct Coordinator {
     pub(super) cfg: CoordConfig,
     region: String,
     store: Store,
     pub(super) state: State,
+    /// The tenant's memory collection (embeddings).
+    pub(super) vectors: MemoryVectors,
+    /// The last embedding revision handed out.
+    pub(super) last_rev: u64,
     agents: Agents,
     /// topic → streams subscribed to it.
     topics: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
@@ -79,8 +91,15 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Loads a tenant's state from `dir`.
-    pub fn open(dir: PathBuf, cfg: CoordConfig, fsync: FsyncMode, region: String) -> Result<Self> {
+    pub fn open(
+        dir: PathBuf,
+        cfg: CoordConfig,
+        fsync: FsyncMode,
+        region: String,
+        vectors: MemoryVectors,
+    ) -> Result<Self> {
         let (store, state) = Store::open(&dir, fsync, cfg.topic_history)?;
+        let last_rev = state.memory.all().filter_map(|e| e.rev).max().unwrap_or(0);
         let mut agents = Agents::default();
         // Agents holding tasks at the last stop get a fresh lease: they are offline (their
         // tasks back to pending) unless they heartbeat within the timeout.
@@ -103,6 +122,8 @@ impl Coordinator {
             region,
             store,
             state,
+            vectors,
+            last_rev,
             agents,
             topics: HashMap::new(),
             swarms: HashMap::new(),
@@ -143,7 +164,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn check_name(what: &str, s: &str) -> Result<()> {
+    pub(super) fn check_name(what: &str, s: &str) -> Result<()> {
         if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
             return Err(EngineError::invalid(format!(
                 "{what} must be 1 to 256 characters without control characters"
@@ -152,7 +173,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn check_vector(&self, v: &[f32]) -> Result<()> {
+    pub(super) fn check_vector(&self, v: &[f32]) -> Result<()> {
         if v.is_empty() || v.len() > self.cfg.max_dimension || v.iter().any(|x| !x.is_finite()) {
             return Err(EngineError::invalid(format!(
                 "an embedding needs 1 to {} finite numbers",
@@ -174,9 +195,10 @@ impl Coordinator {
         from: &str,
         op: CoordOp,
         sink: Option<(u64, Arc<dyn CoordSink>)>,
-    ) -> Result<Reply> {
+        ctx: &mut Context<Self>,
+    ) -> Result<Flow> {
         let now = now_ms();
-        match op {
+        let reply = match op {
             CoordOp::AgentRegister {
                 agent_id,
                 agent_type,
@@ -286,7 +308,7 @@ impl Coordinator {
                     .tasks
                     .peek_claim(&swarm, &caps, self.cfg.claim_scan)
                 else {
-                    return Ok(Reply::new("no_task", json!({})));
+                    return Ok(Flow::Now(Reply::new("no_task", json!({}))));
                 };
                 let task = task.assign(&agent_id, now);
                 self.commit(vec![Change::Task(task.clone())])?;
@@ -380,95 +402,30 @@ impl Coordinator {
                 embedding,
                 ttl,
             } => {
-                Self::check_name("namespace", &namespace)?;
-                Self::check_name("key", &key)?;
-                if namespace.contains('/') {
-                    return Err(EngineError::invalid("namespace must not contain '/'"));
-                }
-                self.check_value("value", &value)?;
-                if let Some(e) = &embedding {
-                    self.check_vector(e)?;
-                }
-                let exists = self.state.memory.get(&namespace, &key, now).is_some();
-                if !exists && self.state.memory.len() >= self.cfg.max_memory_entries {
-                    return Err(EngineError::invalid(format!(
-                        "at most {} memory entries per tenant (coordination.max_memory_entries)",
-                        self.cfg.max_memory_entries
-                    )));
-                }
                 let entry = MemoryEntry {
-                    namespace: namespace.clone(),
-                    key: key.clone(),
+                    namespace,
+                    key,
                     value,
-                    embedding,
+                    rev: None,
                     created_at: now,
                     expires_at: ttl.map(|s| now.saturating_add(s.saturating_mul(1000))),
                 };
-                self.commit(vec![Change::Memory(entry)])?;
-                Ok(Reply::new(
-                    "memory_stored",
-                    json!({"namespace": namespace, "key": key}),
-                ))
+                return self.memory_store(entry, embedding, ctx);
             }
-            CoordOp::MemoryRetrieve { namespace, key } => {
-                let e = self
-                    .state
-                    .memory
-                    .get(&namespace, &key, now)
-                    .ok_or_else(|| EngineError::NotFound(format!("memory {namespace}/{key}")))?;
-                Ok(Reply::new("memory", e.public()))
-            }
-            CoordOp::MemoryDelete { namespace, key } => {
-                let deleted = self.state.memory.get(&namespace, &key, now).is_some();
-                if deleted {
-                    self.commit(vec![Change::Forget {
-                        namespace: namespace.clone(),
-                        key: key.clone(),
-                    }])?;
-                }
-                Ok(Reply::new(
-                    "memory_deleted",
-                    json!({"namespace": namespace, "key": key, "deleted": deleted}),
-                ))
-            }
+            CoordOp::MemoryRetrieve { namespace, key } => self.memory_retrieve(&namespace, &key),
+            CoordOp::MemoryDelete { namespace, key } => self.memory_delete(namespace, key, ctx),
             CoordOp::MemorySearch {
                 namespace,
                 vector,
                 pattern,
                 k,
-            } => {
-                let k = k.min(self.cfg.max_k);
-                let results: Vec<Value> = match (vector, pattern) {
-                    (Some(v), None) => {
-                        self.check_vector(&v)?;
-                        self.state
-                            .memory
-                            .by_vector(&namespace, &v, k, now)
-                            .into_iter()
-                            .map(|(e, score)| json!({"key": e.key, "value": e.value, "score": score}))
-                            .collect()
-                    }
-                    (None, Some(p)) => {
-                        // A glob is matched against every key: bounded like a name.
-                        Self::check_name("pattern", &p)?;
-                        self.state.memory.by_pattern(&namespace, &p, k, now)
-                    }
-                    .into_iter()
-                    .map(|e| json!({"key": e.key, "value": e.value}))
-                    .collect(),
-                    _ => {
-                        return Err(EngineError::invalid(
-                            "give exactly one of \"vector\" and \"pattern\"",
-                        ))
-                    }
-                };
-                Ok(Reply::new("memory_results", json!({ "results": results })))
-            }
-        }
+            } => return self.memory_search(namespace, vector, pattern, k),
+        };
+        reply.map(Flow::Now)
     }
 
     /// Silent agents go offline (tasks back to pending, swarm told); expired memory goes.
-    fn sweep(&mut self) {
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
         for agent in self.agents.expire(now, self.cfg.heartbeat_timeout_ms) {
             let released: Vec<Change> = self
@@ -491,18 +448,29 @@ impl Coordinator {
         }
         self.agents
             .forget_offline(now, self.cfg.heartbeat_timeout_ms.saturating_mul(10));
-        let expired: Vec<Change> = self
+        let expired: Vec<&MemoryEntry> = self
             .state
             .memory
             .all()
             .filter(|e| e.expires_at.is_some_and(|x| x <= now))
+            .collect();
+        let points: Vec<String> = expired
+            .iter()
+            .filter(|e| e.rev.is_some())
+            .map(|e| point_id(&e.namespace, &e.key))
+            .collect();
+        let forget: Vec<Change> = expired
+            .into_iter()
             .map(|e| Change::Forget {
                 namespace: e.namespace.clone(),
                 key: e.key.clone(),
             })
             .collect();
-        if let Err(e) = self.commit(expired) {
-            tracing::error!(error = %e, "forgetting expired memory failed; retried next sweep");
+        match self.commit(forget) {
+            Ok(()) => self.forget_points(points, ctx),
+            Err(e) => {
+                tracing::error!(error = %e, "forgetting expired memory failed; retried next sweep")
+            }
         }
     }
 }
@@ -514,7 +482,7 @@ impl Actor for Coordinator {
         ctx.set_mailbox_capacity(self.cfg.mailbox);
         ctx.run_interval(
             Duration::from_millis(self.cfg.sweep_interval_ms.max(10)),
-            |act, _| act.sweep(),
+            |act, ctx| act.sweep(ctx),
         );
     }
 
@@ -528,15 +496,21 @@ impl Actor for Coordinator {
 }
 
 impl Handler<Call> for Coordinator {
-    type Result = Result<Reply>;
+    type Result = ResponseActFuture<Self, Result<Reply>>;
 
-    fn handle(&mut self, c: Call, _: &mut Self::Context) -> Result<Reply> {
+    fn handle(&mut self, c: Call, ctx: &mut Self::Context) -> Self::Result {
         let t = std::time::Instant::now();
         let name = c.op.name();
-        let r = self.serve(&c.from, c.op, c.sink);
-        metrics::histogram!("ruvector_coordination_seconds", "op" => name)
-            .record(t.elapsed().as_secs_f64());
-        r
+        let record = move |r: Result<Reply>| {
+            metrics::histogram!("ruvector_coordination_seconds", "op" => name)
+                .record(t.elapsed().as_secs_f64());
+            r
+        };
+        match self.serve(&c.from, c.op, c.sink, ctx) {
+            Ok(Flow::Now(reply)) => Box::pin(fut::ready(record(Ok(reply)))),
+            Ok(Flow::Later(later)) => Box::pin(later.map(move |r, _, _| record(r))),
+            Err(e) => Box::pin(fut::ready(record(Err(e)))),
+        }
     }
 }
 

@@ -147,7 +147,7 @@ impl Handler<FedPush> for Coordinator {
                 namespace: EPISODES.into(),
                 key: id,
                 value: row,
-                embedding: None,
+                rev: None,
                 created_at: now,
                 expires_at: None,
             }));

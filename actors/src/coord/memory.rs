@@ -1,7 +1,8 @@
-//! A tenant's shared memory: namespaced key/value entries with an optional TTL and an optional
-//! embedding, found by key, by a glob over keys (`*`, `?`) or by embedding (cosine, the `k`
-//! nearest of the namespace). Expired entries are invisible at once and purged by the
-//! coordinator's sweep.
+//! A tenant's shared memory: namespaced key/value entries with an optional TTL, found by key or
+//! by a glob over keys (`*`, `?`). An entry's embedding lives in the tenant's memory collection
+//! (`vectors`); the entry keeps the revision of it (`rev`) so that only the embedding written for
+//! this very entry counts. Expired entries are invisible at once and purged by the coordinator's
+//! sweep.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +14,9 @@ pub struct MemoryEntry {
     pub namespace: String,
     pub key: String,
     pub value: Value,
+    /// The revision of its embedding in the memory collection (`None`: no embedding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<Vec<f32>>,
+    pub rev: Option<u64>,
     pub created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
@@ -25,11 +27,11 @@ impl MemoryEntry {
         self.expires_at.is_none_or(|e| e > now)
     }
 
-    /// The entry as clients see it (no embedding).
+    /// The entry as clients see it (no revision).
     pub fn public(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Some(o) = v.as_object_mut() {
-            o.remove("embedding");
+            o.remove("rev");
         }
         v
     }
@@ -56,17 +58,6 @@ pub fn glob(pattern: &str, key: &str) -> bool {
         }
     }
     p[pi..].iter().all(|c| *c == '*')
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let d = n(a) * n(b);
-    if d > 0.0 {
-        dot / d
-    } else {
-        0.0
-    }
 }
 
 #[derive(Default)]
@@ -118,27 +109,9 @@ impl Memory {
             .collect()
     }
 
-    /// The `k` live entries of a namespace nearest `vector` (cosine), best first.
-    pub fn by_vector(
-        &self,
-        namespace: &str,
-        vector: &[f32],
-        k: usize,
-        now: u64,
-    ) -> Vec<(MemoryEntry, f32)> {
-        let mut scored: Vec<(f32, &MemoryEntry)> = self
-            .entries_of(namespace, now)
-            .filter_map(|e| {
-                let v = e.embedding.as_deref().filter(|v| v.len() == vector.len())?;
-                Some((cosine(v, vector), e))
-            })
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored
-            .into_iter()
-            .take(k)
-            .map(|(s, e)| (e.clone(), s))
-            .collect()
+    /// The live entry whose embedding is revision `rev` (a search hit that still counts).
+    pub fn current(&self, namespace: &str, key: &str, rev: u64, now: u64) -> Option<&MemoryEntry> {
+        self.get(namespace, key, now).filter(|e| e.rev == Some(rev))
     }
 
     /// Removes expired entries; returns their (namespace, key).
@@ -172,12 +145,12 @@ impl Memory {
 mod tests {
     use super::*;
 
-    fn entry(ns: &str, key: &str, emb: Option<Vec<f32>>, expires: Option<u64>) -> MemoryEntry {
+    fn entry(ns: &str, key: &str, rev: Option<u64>, expires: Option<u64>) -> MemoryEntry {
         MemoryEntry {
             namespace: ns.into(),
             key: key.into(),
             value: Value::from(key),
-            embedding: emb,
+            rev,
             created_at: 0,
             expires_at: expires,
         }
@@ -194,16 +167,17 @@ mod tests {
     #[test]
     fn searches_stay_in_their_namespace_and_skip_expired_entries() {
         let mut m = Memory::default();
-        m.put(entry("a", "k1", Some(vec![1.0, 0.0]), None));
-        m.put(entry("a", "k2", Some(vec![0.0, 1.0]), None));
-        m.put(entry("a", "old", Some(vec![1.0, 0.1]), Some(10)));
-        m.put(entry("b", "k3", Some(vec![1.0, 0.0]), None));
-        let near: Vec<String> = m
-            .by_vector("a", &[1.0, 0.05], 5, 20)
-            .into_iter()
-            .map(|(e, _)| e.key)
-            .collect();
-        assert_eq!(near, ["k1", "k2"]);
+        m.put(entry("a", "k1", Some(1), None));
+        m.put(entry("a", "k2", None, None));
+        m.put(entry("a", "old", Some(3), Some(10)));
+        m.put(entry("b", "k3", Some(4), None));
+        assert!(m.current("a", "k1", 1, 20).is_some());
+        assert!(
+            m.current("a", "k1", 2, 20).is_none(),
+            "another revision's embedding"
+        );
+        assert!(m.current("a", "k2", 0, 20).is_none(), "no embedding at all");
+        assert!(m.current("a", "old", 3, 20).is_none(), "expired");
         assert_eq!(m.by_pattern("a", "k*", 10, 20).len(), 2);
         assert!(m.get("a", "old", 5).is_some() && m.get("a", "old", 10).is_none());
         assert_eq!(m.purge(20), [("a".to_string(), "old".to_string())]);

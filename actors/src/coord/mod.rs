@@ -4,6 +4,8 @@
 //!
 //! - `ops`: the requests and replies; `actor`: the coordinator; `registry`: one per tenant.
 //! - `tasks`, `agents`, `topics`, `memory`: the state, pure and tested on its own.
+//! - `memory_requests`: the memory requests; `vectors`: memory embeddings in the tenant's
+//!   memory collection of the vector index.
 //! - `store`: the state on disk (log records and snapshots).
 //! - `federation`: agentic-flow's `FederationHubClient` protocol on the same state.
 //!
@@ -14,11 +16,13 @@ pub mod actor;
 pub mod agents;
 pub mod federation;
 pub mod memory;
+pub mod memory_requests;
 pub mod ops;
 pub mod registry;
 pub mod store;
 pub mod tasks;
 pub mod topics;
+pub mod vectors;
 
 pub use actor::{Call, CoordSink, Coordinator, SubscribeTopic, Unsubscribe};
 pub use federation::{FedJoin, FedPull, FedPush, VectorClock};

@@ -1,7 +1,8 @@
 //! The coordinators of all tenants: one `Coordinator` per tenant (its state in
 //! `<data_dir>/coordination/<tenant>/`, `_` without a tenant), started on first use on one
 //! dedicated arbiter thread, so their disk writes never stall the engine's or the HTTP threads.
-//! A tenant's state is loaded exactly once, off the async threads.
+//! A tenant's state is loaded exactly once, off the async threads. A tenant's memory embeddings
+//! go to its collection `coordination.memory_collection` (`<tenant>.<name>`, or `<name>`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
 use super::actor::Coordinator;
+use super::vectors::MemoryVectors;
 use crate::config::CoordConfig;
 use crate::error::{EngineError, Result};
+use crate::router::Router;
 use crate::storage::FsyncMode;
 
 pub struct Coordinators {
@@ -20,18 +23,26 @@ pub struct Coordinators {
     cfg: CoordConfig,
     fsync: FsyncMode,
     region: String,
+    router: Addr<Router>,
     arbiter: ArbiterHandle,
     actors: DashMap<String, Arc<OnceCell<Addr<Coordinator>>>>,
 }
 
 impl Coordinators {
     /// Must run inside an actix system (it starts the coordination arbiter).
-    pub fn new(data_dir: PathBuf, cfg: CoordConfig, fsync: FsyncMode, region: String) -> Self {
+    pub fn new(
+        data_dir: PathBuf,
+        cfg: CoordConfig,
+        fsync: FsyncMode,
+        region: String,
+        router: Addr<Router>,
+    ) -> Self {
         Coordinators {
             root: data_dir.join("coordination"),
             cfg,
             fsync,
             region,
+            router,
             arbiter: Arbiter::new().handle(),
             actors: DashMap::new(),
         }
@@ -45,12 +56,16 @@ impl Coordinators {
             .get_or_try_init(|| async {
                 let dir = self.root.join(&name);
                 let (cfg, fsync, region) = (self.cfg.clone(), self.fsync, self.region.clone());
-                let opened =
-                    tokio::task::spawn_blocking(move || Coordinator::open(dir, cfg, fsync, region))
-                        .await
-                        .map_err(|e| {
-                            EngineError::Internal(format!("loading coordination state: {e}"))
-                        })??;
+                let collection = match tenant {
+                    Some(t) => format!("{t}.{}", cfg.memory_collection),
+                    None => cfg.memory_collection.clone(),
+                };
+                let vectors = MemoryVectors::new(self.router.clone(), collection);
+                let opened = tokio::task::spawn_blocking(move || {
+                    Coordinator::open(dir, cfg, fsync, region, vectors)
+                })
+                .await
+                .map_err(|e| EngineError::Internal(format!("loading coordination state: {e}")))??;
                 metrics::counter!("ruvector_coordinators_started_total").increment(1);
                 Ok::<_, EngineError>(Coordinator::start_in_arbiter(&self.arbiter, move |_| {
                     opened

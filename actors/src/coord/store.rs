@@ -276,7 +276,7 @@ mod tests {
             namespace: "ns".into(),
             key: "k".into(),
             value: json!("v"),
-            embedding: None,
+            rev: Some(3),
             created_at: 1,
             expires_at: None,
         };
