@@ -140,6 +140,43 @@ async fn server_frames_put_type_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_sees_every_write_sent_after_it_on_the_same_stream() {
+    let s = blocking(|| Server::start(&[]));
+    blocking(|| fill(&s, 2000, 3));
+    let mut ws = connect(&s).await;
+    // One batch of frames: a subscribe that seeds a top-k (a search first), then writes at once.
+    let one = vec![1.0f32; 8];
+    let mut frames = vec![json!({"type": "subscribe", "id": "s", "collection": "c",
+        "filter": {"color": "blue"}, "vector": one, "k": 500})];
+    for i in 0..40 {
+        frames.push(json!({"type": "insert", "id": i, "collection": "c",
+            "points": [{"id": format!("new{i}"), "vector": one, "metadata": {"color": "blue"}}]}));
+    }
+    for f in frames {
+        ws.feed(Message::text(f.to_string())).await.expect("feed");
+    }
+    ws.flush().await.expect("flush");
+    let (mut acks, mut events, mut subscribed) = (0, HashSet::new(), false);
+    while acks < 40 || events.len() < 40 {
+        let f = recv(&mut ws).await;
+        match f["type"].as_str() {
+            Some("subscribed") => subscribed = true,
+            Some("ack") => acks += 1,
+            Some("event") => {
+                events.insert(f["vector_id"].as_str().unwrap_or_default().to_owned());
+            }
+            other => panic!("unexpected frame {other:?}: {f}"),
+        }
+    }
+    assert!(subscribed);
+    assert_eq!(
+        events.len(),
+        40,
+        "every write after the subscribe is an event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_frame_type_and_error_frames() {
     let s = blocking(|| Server::start(&[]));
     let mut ws = connect(&s).await;

@@ -11,6 +11,7 @@
 //!   before and after a burst of large messages.
 //! - `abuse`: abusive clients (ping flood, slow bodies, fat metadata) in their own processes and
 //!   the latency of a well-behaved client beside them.
+//! - `coord`: coordination load — claims by many agents, topic fan-out, idle agents' memory.
 //! - `crash`: the crash-cycle benchmark (`kill -9` under concurrent writers, every
 //!   acknowledged operation checked after each restart).
 //! - `scenario`: the scenario files (`load/scenarios/*.toml`).
@@ -21,6 +22,7 @@
 pub mod abuse;
 pub mod ann;
 pub mod client;
+pub mod coord;
 pub mod crash;
 pub mod data;
 pub mod report;

@@ -40,6 +40,9 @@ enum Command {
         #[arg(long)]
         connections: usize,
     },
+    /// Agent coordination over WebSockets: `claims` (many agents draining a task queue),
+    /// `fanout` (one topic to many subscribers), `idle-agents` (memory per registered agent).
+    Coord(ruvector_load::coord::CoordArgs),
     /// Draw the SVG chart of a JSON report written by `run`.
     Plot { report: PathBuf, out: PathBuf },
     /// (internal) One worker process of a `run` that needs several.
@@ -117,6 +120,7 @@ fn main() {
         Command::Plot { report, out } => plot(&report, &out),
         Command::Crash(args) => crash(&args),
         Command::Abuse(args) => abuse(&args),
+        Command::Coord(args) => coord(&args),
         Command::AbuseWorker {
             kind,
             server,
@@ -138,6 +142,22 @@ fn abuse(a: &ruvector_load::abuse::AbuseArgs) -> Result<(), String> {
     println!("{text}");
     if let Some(out) = &a.out {
         std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn coord(a: &ruvector_load::coord::CoordArgs) -> Result<(), String> {
+    let r = ruvector_load::coord::coord(a)?;
+    let text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    if r.assigned_twice > 0 || r.never_assigned > 0 {
+        return Err(format!(
+            "{} tasks assigned twice, {} never assigned",
+            r.assigned_twice, r.never_assigned
+        ));
     }
     Ok(())
 }

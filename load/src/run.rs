@@ -84,7 +84,7 @@ fn shed_level(c: &reqwest::blocking::Client, server: SocketAddr) -> Option<f64> 
 }
 
 /// CPU seconds of a process (utime + stime, 100 ticks/s).
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();

@@ -87,6 +87,24 @@ pub fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A client WebSocket of the load generator.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens `/api/v1/ws` from source address `src`, with small client buffers (many are held).
+pub async fn connect_ws(server: SocketAddr, src: IpAddr) -> std::io::Result<Ws> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    let stream = sock.connect(server).await?;
+    let url = format!("ws://{server}/api/v1/ws");
+    let ws_cfg = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_cfg))
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(ws)
+}
+
 #[derive(Default)]
 struct Counters {
     open: AtomicUsize,
@@ -104,20 +122,9 @@ async fn hold(
 ) {
     let permit = gate.acquire().await;
     let src = cfg.sources[i % cfg.sources.len()];
-    let connect = async {
-        let sock = TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::new(src, 0))?;
-        let stream = sock.connect(cfg.server).await?;
-        let url = format!("ws://{}/api/v1/ws", cfg.server);
-        let ws_cfg = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_cfg))
-            .await
-            .map_err(std::io::Error::other)
-    };
+    let connect = connect_ws(cfg.server, src);
     let mut ws = match tokio::time::timeout(Duration::from_secs(30), connect).await {
-        Ok(Ok((ws, _))) => ws,
+        Ok(Ok(ws)) => ws,
         _ => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             return;

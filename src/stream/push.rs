@@ -3,9 +3,10 @@
 //! is bounded (`stream.max_outbound_messages`); when it is full the actor is told `Overflow`
 //! instead, and ends the stream as a slow consumer.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use ruvector_actors::{CoordSink, Delivery, Sink};
-use serde_json::Value;
 
 /// A subscription event for a stream.
 #[derive(Message)]
@@ -17,7 +18,8 @@ pub struct Push(pub Delivery);
 #[rtype(result = "()")]
 pub struct CoordEvent {
     pub kind: &'static str,
-    pub body: Value,
+    /// The event's JSON text, shared with every other stream it goes to.
+    pub frame: Arc<str>,
 }
 
 /// The stream's mailbox was full when the hub had an event for it: slow consumer.
@@ -48,10 +50,10 @@ impl<A> CoordSink for ActorSink<A>
 where
     A: Actor<Context = Context<A>> + Handler<CoordEvent> + Handler<Overflow>,
 {
-    fn deliver(&self, kind: &'static str, body: &Value) -> bool {
+    fn deliver(&self, kind: &'static str, frame: &Arc<str>) -> bool {
         let event = CoordEvent {
             kind,
-            body: body.clone(),
+            frame: frame.clone(),
         };
         match self.0.try_send(event) {
             Ok(()) => true,

@@ -191,6 +191,14 @@ pub fn text_frame(value: &impl Serialize) -> Bytes {
     frame_from(OpCode::Data(Data::Text), v)
 }
 
+/// A text frame of JSON already rendered (an event shared by many streams).
+pub fn json_text_frame(json: &str) -> Bytes {
+    let mut v = Vec::with_capacity(HEADER_ROOM + json.len());
+    v.resize(HEADER_ROOM, 0);
+    v.extend_from_slice(json.as_bytes());
+    frame_from(OpCode::Data(Data::Text), v)
+}
+
 pub fn control_frame(c: Control, payload: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(HEADER_ROOM + payload.len());
     v.resize(HEADER_ROOM, 0);

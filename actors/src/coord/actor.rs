@@ -1,7 +1,8 @@
 //! `Coordinator`: one actor per tenant, owning its agents, tasks, topics and memory. It is the
 //! only writer of that state, so a claim is exclusive by construction (one message at a time),
-//! and every change is durable (`Store::commit`) before it is applied and answered — a change
-//! that cannot be written is refused and leaves the state as it was. Once a second it sweeps:
+//! and every change is written to the log before it is applied — a change that cannot be
+//! written is refused and leaves the state as it was — and durable before anything that depends
+//! on it leaves the actor (`durable`: group commit). Once a second it sweeps:
 //! silent agents go offline (their tasks back to pending, their swarm told), expired memory is
 //! forgotten. Events (`agent_joined`, `agent_left`, topic `message`s) go to the streams that
 //! asked for them through `CoordSink`s, which never block. Memory requests live in
@@ -27,8 +28,22 @@ use crate::error::{EngineError, Result};
 use crate::storage::FsyncMode;
 
 /// Where a stream receives coordination events. Must not block; `false` = gone or full.
+/// `frame` is the event's JSON text, rendered once for all receivers (`event_text`).
 pub trait CoordSink: Send + Sync {
-    fn deliver(&self, kind: &'static str, body: &Value) -> bool;
+    fn deliver(&self, kind: &'static str, frame: &Arc<str>) -> bool;
+}
+
+/// An event as its JSON text, `{"type": kind, …body}`: rendered once, shared by every stream
+/// it goes to (a swarm's or a topic's members can be thousands).
+pub fn event_text(kind: &str, body: &Value) -> Arc<str> {
+    let mut out = serde_json::Map::new();
+    out.insert("type".into(), Value::from(kind));
+    if let Value::Object(o) = body {
+        for (k, v) in o {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out).to_string().into()
 }
 
 /// One request of a caller (`from`: its id, recorded on published messages).
@@ -65,6 +80,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Work for a coordinator once the changes before it are durable (`durable`).
+pub(super) type AfterSync = Box<dyn FnOnce(&mut Coordinator, &mut Context<Coordinator>) + Send>;
+
+/// Something waiting for the log's next sync: a reply, or work that acts on the changes.
+pub(super) enum Waiting {
+    Reply(tokio::sync::oneshot::Sender<Result<Reply>>, Result<Reply>),
+    Run(AfterSync),
+}
+
 /// How a request is answered: now, or by a future of the coordinator (memory embeddings).
 pub(super) enum Flow {
     Now(Reply),
@@ -74,12 +98,17 @@ pub(super) enum Flow {
 pub struct Coordinator {
     pub(super) cfg: CoordConfig,
     region: String,
-    store: Store,
+    pub(super) store: Store,
     pub(super) state: State,
     /// The tenant's memory collection (embeddings).
     pub(super) vectors: MemoryVectors,
     /// The last embedding revision handed out.
     pub(super) last_rev: u64,
+    /// Replies and effects waiting for the log's next sync (`durable`).
+    pub(super) waiting: Vec<Waiting>,
+    pub(super) flush_queued: bool,
+    /// A sync failed: the state is ahead of the disk and must not be snapshotted.
+    pub(super) failed: bool,
     agents: Agents,
     /// topic → streams subscribed to it.
     topics: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
@@ -124,6 +153,9 @@ impl Coordinator {
             state,
             vectors,
             last_rev,
+            waiting: Vec::new(),
+            flush_queued: false,
+            failed: false,
             agents,
             topics: HashMap::new(),
             swarms: HashMap::new(),
@@ -131,26 +163,16 @@ impl Coordinator {
         })
     }
 
-    /// Makes `changes` durable, then applies them.
-    pub(super) fn commit(&mut self, changes: Vec<Change>) -> Result<()> {
-        self.store.commit(&changes)?;
-        for c in changes {
-            self.state.apply(c, self.cfg.topic_history);
-        }
-        if self.store.since_snapshot() >= self.cfg.snapshot_every_ops {
-            if let Err(e) = self.store.snapshot(&self.state) {
-                tracing::error!(error = %e, "coordination snapshot failed; the log still holds everything");
-            }
-        }
-        Ok(())
-    }
-
     pub(super) fn tell(
         members: &mut HashMap<u64, Arc<dyn CoordSink>>,
         kind: &'static str,
         body: &Value,
     ) {
-        members.retain(|_, sink| sink.deliver(kind, body));
+        if members.is_empty() {
+            return;
+        }
+        let frame = event_text(kind, body);
+        members.retain(|_, sink| sink.deliver(kind, &frame));
     }
 
     pub(super) fn check_value(&self, what: &str, v: &Value) -> Result<()> {
@@ -376,14 +398,14 @@ impl Coordinator {
                     published_at: now,
                 };
                 self.commit(vec![Change::Message(m.clone())])?;
-                if let Some(subs) = self.topics.get_mut(&topic) {
-                    let body = serde_json::to_value(&m).unwrap_or(Value::Null);
-                    Self::tell(subs, "message", &body);
-                }
-                Ok(Reply::new(
-                    "published",
-                    json!({"topic": topic, "seq": m.seq}),
-                ))
+                let (t, seq) = (topic.clone(), m.seq);
+                self.after_sync(ctx, move |act, _| {
+                    if let Some(subs) = act.topics.get_mut(&t) {
+                        let body = serde_json::to_value(&m).unwrap_or(Value::Null);
+                        Self::tell(subs, "message", &body);
+                    }
+                });
+                Ok(Reply::new("published", json!({"topic": topic, "seq": seq})))
             }
             CoordOp::TopicMessages { topic, last } => {
                 let messages = self
@@ -442,9 +464,11 @@ impl Coordinator {
                 tracing::error!(error = %e, agent = %agent.agent_id, "returning an offline agent's tasks failed; retried next sweep");
                 continue;
             }
-            if let Some(members) = self.swarms.get_mut(&agent.swarm) {
-                Self::tell(members, "agent_left", &json!({"agent_id": agent.agent_id}));
-            }
+            self.after_sync(ctx, move |act, _| {
+                if let Some(members) = act.swarms.get_mut(&agent.swarm) {
+                    Self::tell(members, "agent_left", &json!({"agent_id": agent.agent_id}));
+                }
+            });
         }
         self.agents
             .forget_offline(now, self.cfg.heartbeat_timeout_ms.saturating_mul(10));
@@ -467,7 +491,7 @@ impl Coordinator {
             })
             .collect();
         match self.commit(forget) {
-            Ok(()) => self.forget_points(points, ctx),
+            Ok(()) => self.after_sync(ctx, move |act, ctx| act.forget_points(points, ctx)),
             Err(e) => {
                 tracing::error!(error = %e, "forgetting expired memory failed; retried next sweep")
             }
@@ -486,7 +510,10 @@ impl Actor for Coordinator {
         );
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if self.failed || self.flush(ctx).is_err() {
+            return;
+        }
         if self.store.since_snapshot() > 0 {
             if let Err(e) = self.store.snapshot(&self.state) {
                 tracing::warn!(error = %e, "final coordination snapshot failed; the log holds everything");
@@ -506,19 +533,22 @@ impl Handler<Call> for Coordinator {
                 .record(t.elapsed().as_secs_f64());
             r
         };
-        match self.serve(&c.from, c.op, c.sink, ctx) {
-            Ok(Flow::Now(reply)) => Box::pin(fut::ready(record(Ok(reply)))),
-            Ok(Flow::Later(later)) => Box::pin(later.map(move |r, _, _| record(r))),
-            Err(e) => Box::pin(fut::ready(record(Err(e)))),
-        }
+        let served = match self.serve(&c.from, c.op, c.sink, ctx) {
+            Ok(Flow::Now(reply)) => self.answer(Ok(reply), ctx),
+            Ok(Flow::Later(later)) => later,
+            Err(e) => self.answer(Err(e), ctx),
+        };
+        Box::pin(served.map(move |r, _, _| record(r)))
     }
 }
 
 impl Handler<SubscribeTopic> for Coordinator {
     type Result = Result<Vec<Value>>;
 
-    fn handle(&mut self, s: SubscribeTopic, _: &mut Self::Context) -> Result<Vec<Value>> {
+    fn handle(&mut self, s: SubscribeTopic, ctx: &mut Self::Context) -> Result<Vec<Value>> {
         Self::check_name("topic", &s.topic)?;
+        // The history answered must be durable.
+        self.flush(ctx)?;
         let subs = self.topics.entry(s.topic.clone()).or_default();
         if subs.len() >= self.cfg.max_topic_subscribers {
             return Err(EngineError::invalid(format!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::actor::{now_ms, CoordSink, Coordinator};
+use super::actor::{event_text, now_ms, CoordSink, Coordinator};
 use super::memory::MemoryEntry;
 use super::store::Change;
 use crate::error::{EngineError, Result};
@@ -81,7 +81,9 @@ impl Handler<FedJoin> for Coordinator {
 impl Handler<FedPull> for Coordinator {
     type Result = Result<(Vec<Value>, VectorClock)>;
 
-    fn handle(&mut self, p: FedPull, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, p: FedPull, ctx: &mut Self::Context) -> Self::Result {
+        // What a pull answers must be durable.
+        self.flush(ctx)?;
         let now = now_ms();
         let mut missing: Vec<&MemoryEntry> = self
             .state
@@ -110,7 +112,7 @@ impl Handler<FedPull> for Coordinator {
 impl Handler<FedPush> for Coordinator {
     type Result = Result<()>;
 
-    fn handle(&mut self, p: FedPush, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, p: FedPush, ctx: &mut Self::Context) -> Self::Result {
         if p.data.len() > PUSH_LIMIT {
             return Err(EngineError::invalid(format!(
                 "at most {PUSH_LIMIT} episodes per push"
@@ -152,10 +154,13 @@ impl Handler<FedPush> for Coordinator {
                 expires_at: None,
             }));
         }
-        self.commit(changes)?;
-        let body = json!({"agentId": p.agent_id, "data": p.data, "timestamp": now});
+        self.commit_now(changes, ctx)?;
+        let frame = event_text(
+            "push",
+            &json!({"agentId": p.agent_id, "data": p.data, "timestamp": now}),
+        );
         self.federation
-            .retain(|stream, sink| *stream == p.stream || sink.deliver("push", &body));
+            .retain(|stream, sink| *stream == p.stream || sink.deliver("push", &frame));
         Ok(())
     }
 }

@@ -98,7 +98,7 @@ impl Coordinator {
             let id = point_id(&entry.namespace, &entry.key);
             self.commit(vec![Change::Memory(entry)])?;
             if had_embedding {
-                self.forget_points(vec![id], ctx);
+                self.after_sync(ctx, move |act, ctx| act.forget_points(vec![id], ctx));
             }
             return Ok(Flow::Now(reply));
         };
@@ -119,9 +119,9 @@ impl Coordinator {
                 }
             }
             .into_actor(self)
-            .map(move |written, act, _| {
+            .map(move |written, act, ctx| {
                 let done = written
-                    .and_then(|()| act.commit(vec![Change::Memory(entry)]))
+                    .and_then(|()| act.commit_now(vec![Change::Memory(entry)], ctx))
                     .map(|()| reply);
                 let _ = tx.send(done);
             }),
@@ -161,7 +161,8 @@ impl Coordinator {
             }])?;
         }
         if had_embedding {
-            self.forget_points(vec![point_id(&namespace, &key)], ctx);
+            let id = point_id(&namespace, &key);
+            self.after_sync(ctx, move |act, ctx| act.forget_points(vec![id], ctx));
         }
         Ok(Reply::new(
             "memory_deleted",
@@ -189,7 +190,9 @@ impl Coordinator {
                     }
                 };
                 Ok(Flow::Later(Box::pin(found.into_actor(self).map(
-                    move |hits, act, _| {
+                    move |hits, act, ctx| {
+                        // What the answer names must be durable.
+                        act.flush(ctx)?;
                         let now = now_ms();
                         let results: Vec<Value> = hits?
                             .into_iter()

@@ -6,7 +6,8 @@
 //! - `tasks`, `agents`, `topics`, `memory`: the state, pure and tested on its own.
 //! - `memory_requests`: the memory requests; `vectors`: memory embeddings in the tenant's
 //!   memory collection of the vector index.
-//! - `store`: the state on disk (log records and snapshots).
+//! - `store`: the state on disk (log records and snapshots); `durable`: group commit (what
+//!   waits for the log's sync).
 //! - `federation`: agentic-flow's `FederationHubClient` protocol on the same state.
 //!
 //! Coordination is regional: it is not replicated between regions (a claim must stay
@@ -14,6 +15,7 @@
 
 pub mod actor;
 pub mod agents;
+mod durable;
 pub mod federation;
 pub mod memory;
 pub mod memory_requests;

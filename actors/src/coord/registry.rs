@@ -51,7 +51,14 @@ impl Coordinators {
     /// The coordinator of `tenant` (`None`: callers without a tenant).
     pub async fn get(&self, tenant: Option<&str>) -> Result<Addr<Coordinator>> {
         let name = tenant.unwrap_or("_").to_owned();
-        let cell = self.actors.entry(name.clone()).or_default().clone();
+        let cell = {
+            let mut slot = self.actors.entry(name.clone()).or_default();
+            // A coordinator that stopped (its log failed a sync) is loaded again from its log.
+            if slot.get().is_some_and(|a| !a.connected()) {
+                *slot = Arc::default();
+            }
+            slot.clone()
+        };
         let addr = cell
             .get_or_try_init(|| async {
                 let dir = self.root.join(&name);

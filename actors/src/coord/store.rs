@@ -128,6 +128,8 @@ pub struct Store {
     fsync: FsyncMode,
     seq: u64,
     since_snapshot: u64,
+    /// Changes written but not yet synced (`fsync = "batch"`).
+    unsynced: bool,
 }
 
 impl Store {
@@ -184,11 +186,15 @@ impl Store {
             fsync,
             seq: report.last_seq,
             since_snapshot: report.records,
+            unsynced: false,
         };
         Ok((store, state))
     }
 
-    /// Makes `changes` durable (per `storage.fsync`); nothing is applied by this call.
+    /// Writes `changes` to the log; nothing is applied by this call. With `fsync = "always"`
+    /// they are durable when it returns, with `"batch"` once `sync` returns (group commit: the
+    /// coordinator syncs once for all the requests it served in a row), with `"never"` the OS
+    /// decides.
     pub fn commit(&mut self, changes: &[Change]) -> Result<(), EngineError> {
         if changes.is_empty() {
             return Ok(());
@@ -204,21 +210,41 @@ impl Store {
             .map(|(i, op)| (first + i as u64, None, op));
         let io = |e: std::io::Error| EngineError::Internal(format!("coordination log: {e}"));
         self.log.append(records).map_err(io)?;
-        match self.fsync {
-            FsyncMode::Always | FsyncMode::Batch => self.log.sync().map_err(io)?,
-            FsyncMode::Never => self.log.commit_len(),
-        }
         self.seq += ops.len() as u64;
         self.since_snapshot += ops.len() as u64;
+        match self.fsync {
+            FsyncMode::Always => self.log.sync().map_err(io)?,
+            FsyncMode::Batch => self.unsynced = true,
+            FsyncMode::Never => self.log.commit_len(),
+        }
         Ok(())
+    }
+
+    /// Whether changes wait for `sync`.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Makes every change written so far durable. On failure the log is cut back to the last
+    /// sync (those changes are not on disk; the caller must drop its state and reload).
+    pub fn sync(&mut self) -> Result<(), EngineError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.unsynced = false;
+        self.log
+            .sync()
+            .map_err(|e| EngineError::Internal(format!("coordination log: {e}")))
     }
 
     pub fn since_snapshot(&self) -> u64 {
         self.since_snapshot
     }
 
-    /// Writes the whole state as the new snapshot and drops the log it covers.
+    /// Writes the whole state as the new snapshot and drops the log it covers (after syncing
+    /// the log: a snapshot never holds a change the log could still lose).
     pub fn snapshot(&mut self, state: &State) -> Result<(), EngineError> {
+        self.sync()?;
         let snap = Snapshot {
             seq: self.seq,
             tasks: state.tasks.all().cloned().collect(),

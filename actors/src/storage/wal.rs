@@ -299,7 +299,8 @@ impl WriteLog {
         })
     }
 
-    /// Writes records (not yet synced). One `write` call for the whole batch.
+    /// Writes records (not yet synced). One `write` call for the whole batch; several batches may
+    /// be appended before one `sync` (group commit).
     pub fn append<'a>(
         &mut self,
         records: impl IntoIterator<Item = (u64, Option<&'a WriteStamp>, &'a Op)>,
@@ -310,10 +311,11 @@ impl WriteLog {
         }
         if let Err(e) = self.file.write_all(&self.buf) {
             // Never leave half a batch in the log: later records would sit behind garbage.
-            let _ = self.file.set_len(self.len);
+            // Batches appended before it (awaiting one sync together) stay.
+            let _ = self.file.set_len(self.len + self.unsynced);
             return Err(e);
         }
-        self.unsynced = self.buf.len() as u64;
+        self.unsynced += self.buf.len() as u64;
         // Do not keep a huge buffer alive after one large batch.
         if self.buf.capacity() > 4 << 20 {
             self.buf = Vec::with_capacity(64 << 10);

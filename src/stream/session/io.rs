@@ -33,6 +33,7 @@ impl Session {
         // A federation client does not correlate replies: one request at a time keeps them in
         // order.
         self.draining
+            || self.subscribing
             || self.inflight.len() >= self.cfg().max_inflight
             || (self.fed.is_some() && !self.inflight.is_empty())
             || self.out.past(self.bounds(), 2)

@@ -93,6 +93,9 @@ pub struct Session {
     done: bool,
     /// The stream joined a swarm or a topic: its coordinator is told when it ends.
     coordinating: bool,
+    /// A subscribe is being registered: later frames wait for it, so a write sent right after
+    /// a subscribe on the same stream is seen by that subscription.
+    subscribing: bool,
     /// Set for agentic-flow's federation dialect (`/api/v1/federation`).
     fed: Option<Box<FedState>>,
 }
@@ -137,6 +140,7 @@ impl Session {
             draining: false,
             done: false,
             coordinating: false,
+            subscribing: false,
             fed: federation.then(Box::default),
         };
         session.start();
@@ -300,7 +304,7 @@ impl Handler<CoordEvent> for Session {
     type Result = ();
 
     fn handle(&mut self, e: CoordEvent, ctx: &mut Self::Context) {
-        let f = wire::text_frame(&crate::service::coordination::frame(e.kind, &e.body));
+        let f = wire::json_text_frame(&e.frame);
         self.push_event(f, e.kind, ctx);
     }
 }

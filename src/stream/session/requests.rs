@@ -349,6 +349,7 @@ impl Session {
             return;
         }
         self.begin();
+        self.subscribing = true;
         let shown: Arc<str> = Arc::from(s.collection.as_str());
         let app = self.app.clone();
         let caller = p.clone();
@@ -374,6 +375,7 @@ impl Session {
                 }
                 Err(e) => act.reply_error(&id, &e, "subscribe"),
             }
+            act.subscribing = false;
             act.end(ctx);
             act.flush(ctx);
         }));
