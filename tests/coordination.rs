@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::Server;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
@@ -719,20 +718,13 @@ fn tasks_topics_and_memory_survive_kill_9() {
     assert_eq!(r["task"]["task_id"], "t18");
 }
 
-fn sha(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn another_tenant_sees_nothing_and_coordination_needs_its_scope() {
     let dir = tempfile::tempdir().unwrap();
     let key = |name: &str, scopes: &str, tenant: &str| {
         format!(
             "{{ name = \"{name}\", sha256 = \"{}\", scopes = [{scopes}], tenant = \"{tenant}\" }}",
-            sha(name)
+            common::sha256_hex(name)
         )
     };
     let cfg = dir.path().join("auth.toml");

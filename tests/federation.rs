@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Server;
-use sha2::Digest;
 
 fn run(dir: &Path, program: &str, args: &[&str]) {
     let out = Command::new(program)
@@ -69,13 +68,6 @@ fn drive(dir: &Path, args: &[&str]) -> String {
     text
 }
 
-fn sha(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn agentic_flows_own_federation_client_works_unmodified() {
     let dir = prepared();
@@ -99,7 +91,7 @@ fn agentic_flows_own_federation_client_works_unmodified() {
         &cfg,
         format!(
             "[auth]\nkeys = [\n {{ name = \"acme-agents\", sha256 = \"{}\", scopes = [\"coordinate\"], tenant = \"acme\" }},\n]\n",
-            sha("acme-token")
+            common::sha256_hex("acme-token")
         ),
     )
     .unwrap();

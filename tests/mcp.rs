@@ -11,7 +11,6 @@ use std::process::Command;
 
 use common::Server;
 use serde_json::json;
-use sha2::Digest;
 
 fn prepared() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
@@ -48,13 +47,6 @@ fn drive(dir: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn sha(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn the_official_mcp_sdk_lists_and_calls_the_coordination_tools() {
     let dir = prepared();
@@ -80,8 +72,8 @@ fn the_official_mcp_sdk_lists_and_calls_the_coordination_tools() {
         &cfg,
         format!(
             "[auth]\nkeys = [\n {{ name = \"agents\", sha256 = \"{}\", scopes = [\"coordinate\"], tenant = \"acme\" }},\n {{ name = \"reader\", sha256 = \"{}\", scopes = [\"read\"], tenant = \"acme\" }},\n]\n",
-            sha("agents-key"),
-            sha("reader-key")
+            common::sha256_hex("agents-key"),
+            common::sha256_hex("reader-key")
         ),
     )
     .unwrap();

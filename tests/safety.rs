@@ -8,7 +8,6 @@ mod common;
 
 use common::Server;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
@@ -78,20 +77,13 @@ fn overflowing_dot_vectors_are_refused_and_the_shard_keeps_serving_across_restar
     );
 }
 
-fn sha(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A server with auth on: `reader` holds only `read`, `admin` holds everything.
 fn with_auth() -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[auth]\nmetrics_admin = true\nkeys = [\n  {{ name = \"reader\", sha256 = \"{}\", scopes = [\"read\"] }},\n  {{ name = \"admin\", sha256 = \"{}\", scopes = [\"read\", \"write\", \"admin\"] }},\n]\n",
-        sha("key-reader"),
-        sha("key-admin")
+        common::sha256_hex("key-reader"),
+        common::sha256_hex("key-admin")
     );
     let path = dir.path().join("auth.toml");
     std::fs::write(&path, text).unwrap();

@@ -241,13 +241,7 @@ async fn both_sse_servers_refuse_bad_requests_with_the_same_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lean_sse_server_checks_credentials_and_scopes_like_every_route() {
     let writer = "w-key";
-    let digest = |k: &str| {
-        use sha2::Digest;
-        sha2::Sha256::digest(k.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let digest = common::sha256_hex;
     let keys = format!(
         r#"[{{name="admin",sha256="{}",scopes=["admin"]}},{{name="w",sha256="{}",scopes=["write"]}}]"#,
         digest("a-key"),

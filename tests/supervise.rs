@@ -10,7 +10,6 @@ use common::Server;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
@@ -18,13 +17,6 @@ use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 const JWT_SECRET: &str = "test-jwt-secret";
-
-fn sha(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -48,7 +40,7 @@ fn config(metrics_admin: bool) -> (tempfile::TempDir, String) {
     let key = |name: &str, scopes: &str, tenant: &str, tier: &str| {
         format!(
             "{{ name = \"{name}\", sha256 = \"{}\", scopes = [{scopes}], tenant = \"{tenant}\", tier = \"{tier}\" }}",
-            sha(&format!("key-{name}"))
+            common::sha256_hex(&format!("key-{name}"))
         )
     };
     let text = format!(

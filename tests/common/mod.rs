@@ -206,6 +206,15 @@ impl Drop for Server {
     }
 }
 
+/// The lowercase hex SHA-256 of a token, as `[auth] keys` stores it.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(120))
