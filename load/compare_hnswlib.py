@@ -40,12 +40,16 @@ def main():
     for ef in [int(x) for x in a.ef.split(",")]:
         index.set_ef(ef)
         index.set_num_threads(1)
-        t = time.perf_counter()
-        found = 0
-        for i, q in enumerate(queries):
-            labels, _ = index.knn_query(q, k=a.k)
-            found += len(set(labels[0]) & set(gt[i]))
-        qps1 = len(queries) / (time.perf_counter() - t)
+        # Best of three passes: the machine is shared and noisy (ruvector-load does the same).
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            found = 0
+            for i, q in enumerate(queries):
+                labels, _ = index.knn_query(q, k=a.k)
+                found += len(set(labels[0]) & set(gt[i]))
+            best = min(best, time.perf_counter() - t)
+        qps1 = len(queries) / best
         index.set_num_threads(a.threads)
         t = time.perf_counter()
         index.knn_query(queries, k=a.k)

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ruvector_actors::index::distance::to_graph_form;
+use ruvector_actors::index::distance::{to_graph_form, SimdDistance};
+use ruvector_actors::index::graph::{Graph, GraphParams};
 use ruvector_actors::index::hnsw::{Op, Partition, PartitionQuery, PartitionSpec, SearchTuning};
 use ruvector_actors::types::{HnswParams, Metric};
 use serde::Serialize;
@@ -61,6 +62,50 @@ fn parallel_qps(n: usize, threads: usize, one: &(dyn Fn(usize) + Sync)) -> f64 {
         }
     });
     n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The ef sweep of one engine: per ef, recall@k and 1-thread QPS (best of three passes: the
+/// machine is shared and noisy; `compare_hnswlib.py` does the same), latency percentiles, and
+/// QPS on `threads` threads. `search(query, ef)` answers base-row ids.
+fn sweep(
+    mode: &'static str,
+    d: &Dataset,
+    efs: &[usize],
+    threads: usize,
+    search: &(dyn Fn(usize, usize) -> Vec<u32> + Sync),
+) -> Vec<SweepRow> {
+    let nq = d.queries.len();
+    efs.iter()
+        .map(|&ef| {
+            let mut h = histogram();
+            let mut found = 0;
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                found = 0;
+                let t = Instant::now();
+                for i in 0..nq {
+                    let q = Instant::now();
+                    let got = search(i, ef);
+                    let _ = h.record(q.elapsed().as_micros().max(1) as u64);
+                    found += recall(&d.truth[i], &got, d.k);
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let qps_all = parallel_qps(nq, threads, &|i| {
+                std::hint::black_box(search(i, ef));
+            });
+            SweepRow {
+                mode,
+                ef,
+                recall: found as f64 / (nq * d.k) as f64,
+                qps_1_thread: nq as f64 / best,
+                qps_all_threads: qps_all,
+                threads,
+                p50_us: h.value_at_quantile(0.5),
+                p99_us: h.value_at_quantile(0.99),
+            }
+        })
+        .collect()
 }
 
 /// The engine alone: one partition, built with the parallel insert, searched on the graph.
@@ -126,34 +171,59 @@ pub fn in_process(
         );
         hits.iter().filter_map(|h| h.id.parse().ok()).collect()
     };
-    let rows = efs
-        .iter()
-        .map(|&ef| {
-            let mut h = histogram();
-            let mut found = 0;
-            let t = Instant::now();
-            for i in 0..forms.len() {
-                let q = Instant::now();
-                let got = search(i, ef);
-                let _ = h.record(q.elapsed().as_micros().max(1) as u64);
-                found += recall(&d.truth[i], &got, d.k);
-            }
-            let qps1 = forms.len() as f64 / t.elapsed().as_secs_f64();
-            let qps_all = parallel_qps(forms.len(), threads, &|i| {
-                std::hint::black_box(search(i, ef));
+    let rows = sweep("in-process", d, efs, threads, &search);
+    (build, rows)
+}
+
+/// Our own flat HNSW graph alone (`index::graph`), built by `threads` threads inserting in
+/// parallel and searched raw (graph ids, no result shaping): the engine's next core, measured
+/// beside the partition and hnswlib.
+pub fn in_process_graph(
+    d: &Dataset,
+    hnsw: HnswParams,
+    efs: &[usize],
+    threads: usize,
+) -> (Duration, Vec<SweepRow>) {
+    let dim = d.base[0].len();
+    let g = Graph::new(
+        GraphParams {
+            dim,
+            m: hnsw.m,
+            ef_construction: hnsw.ef_construction,
+        },
+        SimdDistance { metric: d.metric },
+    );
+    let forms: Vec<Vec<f32>> = d.base.iter().map(|v| to_graph_form(d.metric, v)).collect();
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= forms.len() {
+                    break;
+                }
+                g.insert(i as u32, &forms[i]);
             });
-            SweepRow {
-                mode: "in-process",
-                ef,
-                recall: found as f64 / (forms.len() * d.k) as f64,
-                qps_1_thread: qps1,
-                qps_all_threads: qps_all,
-                threads,
-                p50_us: h.value_at_quantile(0.5),
-                p99_us: h.value_at_quantile(0.99),
-            }
-        })
+        }
+    });
+    let build = t.elapsed();
+    println!(
+        "graph: {:.1} bytes per point (vectors + links)",
+        g.bytes() as f64 / d.base.len() as f64
+    );
+    let queries: Vec<Vec<f32>> = d
+        .queries
+        .iter()
+        .map(|q| to_graph_form(d.metric, q))
         .collect();
+    let search = |i: usize, ef: usize| -> Vec<u32> {
+        g.search(&queries[i], d.k, ef, &|_| true)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    };
+    let rows = sweep("graph", d, efs, threads, &search);
     (build, rows)
 }
 
@@ -373,6 +443,9 @@ pub struct BenchAnn {
     /// Skip the in-process part.
     #[arg(long)]
     pub no_in_process: bool,
+    /// Also build and search the flat graph (`index::graph`) alone.
+    #[arg(long)]
+    pub graph: bool,
     /// Write the data used (base.fvecs, queries.fvecs, gt.ivecs) here, e.g. for hnswlib.
     #[arg(long)]
     pub write_data: Option<PathBuf>,
@@ -446,6 +519,16 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
             base.len() as f64 / build.as_secs_f64()
         );
         report["in_process_build_s"] = json!(build.as_secs_f64());
+        rows.extend(r);
+    }
+    if a.graph {
+        let (build, r) = in_process_graph(&d, hnsw, &a.ef, threads);
+        println!(
+            "graph build: {:.2} s ({:.0} points/s)",
+            build.as_secs_f64(),
+            base.len() as f64 / build.as_secs_f64()
+        );
+        report["graph_build_s"] = json!(build.as_secs_f64());
         rows.extend(r);
     }
     if let Some(url) = &a.url {

@@ -2,5 +2,7 @@
 
 pub mod distance;
 pub mod filter;
+pub mod graph;
 pub mod hnsw;
+mod slab;
 pub mod view;
