@@ -22,11 +22,11 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use hnsw_rs::prelude::Distance;
 use parking_lot::{Mutex, RwLock};
 
-use super::distance::SimdDistance;
+use super::distance::{graph_distance, SimdDistance};
 use super::slab::VectorSlab;
+use crate::types::Metric;
 
 /// A level no node reaches: the id holds no node.
 const ABSENT: u8 = u8::MAX;
@@ -93,7 +93,7 @@ pub struct Graph {
     p: GraphParams,
     m0: usize,
     level_mult: f64,
-    dist: SimdDistance,
+    metric: Metric,
     store: RwLock<Storage>,
     /// `id << 8 | level` of the entry point, or `NO_ENTRY`.
     entry: AtomicU64,
@@ -113,7 +113,7 @@ impl Graph {
             p: GraphParams { m, ..p },
             m0: 2 * m,
             level_mult: 1.0 / (m as f64).ln(),
-            dist,
+            metric: dist.metric,
             store: RwLock::new(Storage {
                 cap: 0,
                 vectors: VectorSlab::new(p.dim, 2 * m + 1, 0),
@@ -360,15 +360,20 @@ impl Graph {
         current.push(new);
         let mut cands: Vec<(f32, u32)> = current
             .iter()
-            .map(|&c| (self.dist.eval(base, s.vectors.row(c as usize)), c))
+            .map(|&c| (self.dist(base, s.vectors.row(c as usize)), c))
             .collect();
         cands.sort_by(|a, b| a.0.total_cmp(&b.0));
         let kept = self.select(&cands, max, &|c| s.vectors.row(c as usize));
         self.set_list(s, nb, layer, &kept);
     }
 
+    #[inline]
+    fn dist(&self, a: &[f32], b: &[f32]) -> f32 {
+        graph_distance(self.metric, a, b)
+    }
+
     fn d(&self, s: &Storage, q: &[f32], id: u32) -> f32 {
-        self.dist.eval(q, s.vectors.row(id as usize))
+        self.dist(q, s.vectors.row(id as usize))
     }
 
     /// Greedy walk on one layer: the nearest node reachable by always improving.
@@ -410,7 +415,7 @@ impl Graph {
                 break;
             }
             let cv = vec_of(c);
-            if kept.iter().all(|&k| self.dist.eval(cv, vec_of(k)) >= d) {
+            if kept.iter().all(|&k| self.dist(cv, vec_of(k)) >= d) {
                 kept.push(c);
             }
         }

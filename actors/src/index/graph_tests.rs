@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::types::Metric;
+use hnsw_rs::prelude::Distance;
 
 fn points(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut s = seed;
