@@ -10,17 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Server;
-use futures_util::{SinkExt, StreamExt};
+use common::{blocking, recv, send, Server, Ws};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
+use tokio_tungstenite::connect_async;
 
 async fn connect(s: &Server, token: Option<&str>) -> Ws {
     let url = match token {
@@ -28,23 +20,6 @@ async fn connect(s: &Server, token: Option<&str>) -> Ws {
         None => s.ws_url("/api/v1/ws"),
     };
     connect_async(url).await.expect("ws connect").0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame within 20 s")
-            .expect("stream open")
-            .expect("frame");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).expect("json frame");
-        }
-    }
 }
 
 /// Sends a request and returns the reply with its id (events in between are kept aside).

@@ -7,36 +7,21 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::Server;
-
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The node side, installed once.
 fn prepared() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/federation");
     if !dir.join("node_modules/ws/package.json").exists() {
-        run(&dir, "npm", &["ci", "--no-audit", "--no-fund"]);
+        common::run_ok(&dir, "npm", &["ci", "--no-audit", "--no-fund"]);
     }
     let client = dir.join("vendor/package/dist/federation/FederationHubClient.js");
     if !client.exists() {
         let vendor = dir.join("vendor");
         std::fs::create_dir_all(&vendor).unwrap();
-        run(&vendor, "npm", &["pack", "agentic-flow@2.1.3", "--silent"]);
-        run(
+        common::run_ok(&vendor, "npm", &["pack", "agentic-flow@2.1.3", "--silent"]);
+        common::run_ok(
             &vendor,
             "tar",
             &[
@@ -53,19 +38,9 @@ fn prepared() -> PathBuf {
 
 /// Runs the node script; returns its report lines.
 fn drive(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("node")
-        .arg("run.mjs")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("node");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "FederationHubClient run failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let (ok, out, err) = common::node_script(dir, args);
+    assert!(ok, "FederationHubClient run failed:\n{out}{err}");
+    out
 }
 
 #[test]

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::Server;
 use serde_json::json;
@@ -18,33 +17,14 @@ fn prepared() -> PathBuf {
         .join("node_modules/@modelcontextprotocol/sdk/package.json")
         .exists()
     {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm is needed for this test");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_ok(&dir, "npm", &["ci", "--no-audit", "--no-fund"]);
     }
     dir
 }
 
 fn drive(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("node")
-        .arg("run.mjs")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("node");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let (ok, out, err) = common::node_script(dir, args);
+    (ok, format!("{out}{err}"))
 }
 
 #[test]

@@ -7,46 +7,18 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{blocking, recv, send, Server, Ws};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Runs blocking harness calls (reqwest blocking) from async tests.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 async fn connect(s: &Server) -> Ws {
     connect_async(s.ws_url("/api/v1/ws"))
         .await
         .expect("ws connect")
         .0
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next JSON frame (WebSocket pings and pongs skipped).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame within 20 s")
-            .expect("stream open")
-            .expect("frame");
-        match m {
-            Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other @ (Message::Binary(_) | Message::Close(_) | Message::Frame(_)) => {
-                panic!("unexpected frame {other:?}")
-            }
-        }
-    }
 }
 
 /// Reads until the server's close frame; its code.

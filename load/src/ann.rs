@@ -454,6 +454,16 @@ pub struct BenchAnn {
     pub out: Option<PathBuf>,
 }
 
+/// Prints a build time and its rate; answers the seconds.
+fn print_build(what: &str, build: Duration, points: usize) -> f64 {
+    let secs = build.as_secs_f64();
+    println!(
+        "{what} build: {secs:.2} s ({:.0} points/s)",
+        points as f64 / secs
+    );
+    secs
+}
+
 /// Runs the ANN benchmark; prints the table and returns the JSON report.
 pub fn bench(a: &BenchAnn) -> Result<Value, String> {
     let metric = Metric::parse(&a.metric).map_err(|e| e.to_string())?;
@@ -513,22 +523,12 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
     let mut rows = Vec::new();
     if !a.no_in_process {
         let (build, r) = in_process(&d, hnsw, &a.ef, threads);
-        println!(
-            "in-process build: {:.2} s ({:.0} points/s)",
-            build.as_secs_f64(),
-            base.len() as f64 / build.as_secs_f64()
-        );
-        report["in_process_build_s"] = json!(build.as_secs_f64());
+        report["in_process_build_s"] = json!(print_build("in-process", build, base.len()));
         rows.extend(r);
     }
     if a.graph {
         let (build, r) = in_process_graph(&d, hnsw, &a.ef, threads);
-        println!(
-            "graph build: {:.2} s ({:.0} points/s)",
-            build.as_secs_f64(),
-            base.len() as f64 / build.as_secs_f64()
-        );
-        report["graph_build_s"] = json!(build.as_secs_f64());
+        report["graph_build_s"] = json!(print_build("graph", build, base.len()));
         rows.extend(r);
     }
     if let Some(url) = &a.url {

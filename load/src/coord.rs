@@ -158,7 +158,11 @@ impl Client {
             f["id"] = json!(id);
             self.ws.send(Message::text(f.to_string())).await.ok()?;
             let reply = loop {
-                let m = self.ws.next().await?.ok()?;
+                // A server that never answers ends this client, not the run.
+                let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                    .await
+                    .ok()??
+                    .ok()?;
                 let Message::Text(t) = m else { continue };
                 let v: Value = serde_json::from_str(t.as_str()).ok()?;
                 if v["id"] == json!(id) {

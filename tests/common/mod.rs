@@ -238,3 +238,70 @@ pub fn clustered_with_queries(
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     ruvector_load::data::clustered(n, queries, dim, clusters, 8, spread, seed)
 }
+
+/// A client WebSocket of the tests.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Runs blocking test code (the harness's HTTP client) inside a multi-thread tokio test.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Sends one JSON text frame.
+pub async fn send(ws: &mut Ws, v: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .expect("send");
+}
+
+/// The next JSON frame (WebSocket pings and pongs skipped), within 20 s.
+pub async fn recv(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame within 20 s")
+            .expect("stream open")
+            .expect("frame");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other @ (Message::Binary(_) | Message::Close(_) | Message::Frame(_)) => {
+                panic!("unexpected frame {other:?}")
+            }
+        }
+    }
+}
+
+/// Runs `program` in `dir` and asserts it succeeded (installing a test's node side).
+pub fn run_ok(dir: &Path, program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `node run.mjs ARGS` in `dir`: whether it succeeded, its stdout and its stderr.
+pub fn node_script(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("node")
+        .arg("run.mjs")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("node is needed for this test");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

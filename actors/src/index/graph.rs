@@ -39,9 +39,10 @@ const NO_ENTRY: u64 = u64::MAX;
 /// Locks serialising writers of neighbour lists (by node id).
 const STRIPES: usize = 1024;
 
-/// Ordered distance for the heaps (distances are never NaN: `SimdDistance` maps NaN to MAX).
+/// Ordered distance for the heaps (distances are never NaN: the graph distances map NaN to
+/// MAX). Shared with `view.rs`.
 #[derive(Clone, Copy)]
-struct D(f32);
+pub(super) struct D(pub(super) f32);
 impl PartialEq for D {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == std::cmp::Ordering::Equal

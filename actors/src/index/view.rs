@@ -15,6 +15,7 @@ use std::collections::BinaryHeap;
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::distance::SimdDistance;
+use super::graph::D;
 
 /// A neighbour list layer in CSR form: node `i`'s neighbours are `nbrs[off[i]..off[i+1]]`.
 struct Layer {
@@ -43,26 +44,6 @@ pub struct GraphView {
     layers: Vec<Layer>,
     entry: Option<u32>,
     dist: SimdDistance,
-}
-
-/// Ordered float wrapper for the heaps (distances are never NaN: inputs are checked finite).
-#[derive(Clone, Copy)]
-struct D(f32);
-impl PartialEq for D {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == std::cmp::Ordering::Equal
-    }
-}
-impl Eq for D {}
-impl PartialOrd for D {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for D {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 thread_local! {
