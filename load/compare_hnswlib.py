@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Runs hnswlib on the data `ruvector-load bench-ann --write-data DIR` wrote, with the same
-M / ef_construction / ef sweep, and prints build time, recall@k and single-thread QPS, so the two
-can be compared on one machine.  Usage: python3 load/compare_hnswlib.py DIR [--metric l2]"""
+M / ef_construction / ef sweep, and prints build time, index memory, recall@k and single-thread
+QPS. `ruvector-load bench-ann --hnswlib PYTHON` runs it itself (with --json) and prints both
+engines side by side with their ratios.
+Usage: python3 load/compare_hnswlib.py DIR [--metric l2] [--json OUT]"""
 import argparse
+import json
+import os
 import time
 
 import hnswlib
@@ -16,6 +20,11 @@ def read_vecs(path, dtype):
     return rows.view(dtype) if dtype == np.float32 else rows
 
 
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -25,18 +34,25 @@ def main():
     ap.add_argument("--ef", default="16,32,64,128,256")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the figures here as JSON")
     a = ap.parse_args()
     base = np.ascontiguousarray(read_vecs(f"{a.dir}/base.fvecs", np.float32))
     queries = np.ascontiguousarray(read_vecs(f"{a.dir}/queries.fvecs", np.float32))
     gt = read_vecs(f"{a.dir}/gt.ivecs", np.int32)[:, : a.k]
     space = {"l2": "l2", "cosine": "cosine", "dot": "ip"}[a.metric]
+    before = rss_bytes()
     index = hnswlib.Index(space=space, dim=base.shape[1])
     index.init_index(max_elements=len(base), M=a.m, ef_construction=a.ef_construction)
     index.set_num_threads(a.threads)
     t = time.perf_counter()
     index.add_items(base, np.arange(len(base)))
-    print(f"hnswlib build: {time.perf_counter() - t:.2f} s with {a.threads} threads")
+    build = time.perf_counter() - t
+    # Resident memory the index added (vectors, links, label map), measured after the build.
+    index_bytes = rss_bytes() - before
+    print(f"hnswlib build: {build:.2f} s with {a.threads} threads, "
+          f"{index_bytes / len(base):.1f} bytes per point")
     print(f"{'ef':>5} {'recall':>9} {'qps(1 thr)':>12} {'qps(all)':>12}")
+    rows = []
     for ef in [int(x) for x in a.ef.split(",")]:
         index.set_ef(ef)
         index.set_num_threads(1)
@@ -54,7 +70,13 @@ def main():
         t = time.perf_counter()
         index.knn_query(queries, k=a.k)
         qps_all = len(queries) / (time.perf_counter() - t)
-        print(f"{ef:>5} {found / (len(queries) * a.k):>9.4f} {qps1:>12.0f} {qps_all:>12.0f}")
+        recall = found / (len(queries) * a.k)
+        print(f"{ef:>5} {recall:>9.4f} {qps1:>12.0f} {qps_all:>12.0f}")
+        rows.append({"ef": ef, "recall": recall, "qps_1_thread": qps1, "qps_all_threads": qps_all})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"build_s": build, "index_bytes": index_bytes, "points": len(base),
+                       "sweep": rows}, f)
 
 
 if __name__ == "__main__":

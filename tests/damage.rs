@@ -95,8 +95,8 @@ fn damage_in_the_middle_of_a_log_loses_exactly_that_record_and_keeps_the_evidenc
     );
 }
 
-#[test]
-fn a_damaged_newest_snapshot_falls_back_to_the_previous_one_without_loss() {
+/// Damages `file` of the newest of two snapshots; the shard must load the older one plus the log.
+fn newest_snapshot_damaged_in(file: &str) {
     // Snapshots only at shutdown here (interval and op count out of reach).
     let env = [
         ("RUVECTOR__STORAGE__SNAPSHOT_MAX_OPS", "1000000"),
@@ -114,20 +114,33 @@ fn a_damaged_newest_snapshot_falls_back_to_the_previous_one_without_loss() {
     let snaps = files(&shard, |n| n.starts_with("snapshot-") && !n.contains('.'));
     assert_eq!(snaps.len(), 2, "the previous snapshot is kept: {snaps:?}");
     let newest = snaps.last().unwrap();
-    let points = newest.join("points.bin");
-    let mut bytes = std::fs::read(&points).unwrap();
+    let target = newest.join(file);
+    let mut bytes = std::fs::read(&target).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
-    std::fs::write(&points, &bytes).unwrap();
+    std::fs::write(&target, &bytes).unwrap();
 
     let s2 = Server::start_in(&dir, &env, 2);
-    assert_eq!(count(&s2, "snap"), 120, "nothing lost");
+    assert_eq!(count(&s2, "snap"), 120, "{file}: nothing lost");
     assert_eq!(s2.metric("ruvector_snapshot_fallbacks_total", &[]), 1.0);
     assert!(s2.log_text().contains("falling back to an older one"));
     assert!(
         files(&shard, |n| n.ends_with(".damaged")).len() == 1,
         "the damaged snapshot is set aside, not deleted"
     );
+    // Every point still answers with its vector (the graph file holds the only copy).
+    let r = s2.ok("GET", "/api/v1/collections/snap/points/p119", None);
+    assert_eq!(r["vector"], json!([119.0, 1.0, 2.0]), "{r}");
+}
+
+#[test]
+fn a_damaged_newest_snapshot_falls_back_to_the_previous_one_without_loss() {
+    newest_snapshot_damaged_in("points.bin");
+}
+
+#[test]
+fn a_damaged_graph_file_falls_back_to_the_previous_snapshot_without_loss() {
+    newest_snapshot_damaged_in("graph.bin");
 }
 
 #[test]

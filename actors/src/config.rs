@@ -72,11 +72,11 @@ pub struct IndexConfig {
     pub exact_scan_max_points: usize,
     /// Filters matching less than this fraction of points are answered by an exact scan.
     pub exact_scan_selectivity: f64,
-    /// Searches use the flat graph view while at most this many points were added since it was
-    /// frozen (scanned exactly); beyond, hnsw_rs's own (slower) search answers.
-    pub view_max_delta: usize,
-    /// A background view refresh starts once this many points were added since the last one.
-    pub view_refresh_min: usize,
+    /// Most points per shard acknowledged but not yet linked into the graph (searches scan them
+    /// exactly); past it the shard's writer links before it takes more writes.
+    pub max_unindexed: usize,
+    /// Threads linking points into a shard's graph; 0 = number of cores.
+    pub build_threads: usize,
     /// Threads of the search pool; 0 = number of cores.
     pub search_threads: usize,
     /// Bound of the search pool's queue (shard searches); full answers `overloaded`.
@@ -181,6 +181,14 @@ impl IndexConfig {
         }
     }
 
+    pub fn build_threads(&self) -> usize {
+        if self.build_threads == 0 {
+            cores()
+        } else {
+            self.build_threads
+        }
+    }
+
     pub fn filter_limits(&self) -> FilterLimits {
         FilterLimits {
             max_conditions: self.max_filter_conditions,
@@ -191,7 +199,6 @@ impl IndexConfig {
 
     pub fn tuning(&self) -> SearchTuning {
         SearchTuning {
-            view_max_delta: self.view_max_delta,
             exact_scan_max_points: self.exact_scan_max_points,
             exact_scan_selectivity: self.exact_scan_selectivity,
         }
@@ -239,6 +246,9 @@ impl EngineConfig {
         }
         if i.max_points_per_request == 0 {
             return fail("index.max_points_per_request", "must be at least 1");
+        }
+        if i.build_threads > 256 {
+            return fail("index.build_threads", "must be 0 (cores) or at most 256");
         }
         if !(0.0..=1.0).contains(&i.rebuild_tombstone_fraction) {
             return fail("index.rebuild_tombstone_fraction", "must be within 0..=1");

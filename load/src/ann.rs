@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ruvector_actors::index::distance::{to_graph_form, SimdDistance};
-use ruvector_actors::index::graph::{Graph, GraphParams};
+use ruvector_actors::index::distance::to_graph_form;
 use ruvector_actors::index::hnsw::{Op, Partition, PartitionQuery, PartitionSpec, SearchTuning};
+use ruvector_actors::shard::load::load_partition;
+use ruvector_actors::storage::snapshot;
+use ruvector_actors::storage::wal::ReplayMode;
 use ruvector_actors::types::{HnswParams, Metric};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -108,19 +110,24 @@ fn sweep(
         .collect()
 }
 
-/// The engine alone: one partition, built with the parallel insert, searched on the graph.
+/// The engine alone: one partition, filled the way a shard fills it (batches of 10,000 applied,
+/// then linked by `threads` threads), searched through the partition's own search (hits with
+/// exact scores, ids resolved).
 pub fn in_process(
     d: &Dataset,
     hnsw: HnswParams,
     efs: &[usize],
     threads: usize,
-) -> (Duration, Vec<SweepRow>) {
+) -> (Duration, Vec<SweepRow>, Partition) {
     let spec = PartitionSpec {
         metric: d.metric,
         dimension: d.base[0].len(),
         hnsw,
     };
     let p = Partition::new(spec);
+    // Room for every point up front, as hnswlib's max_elements: the bytes per point measured
+    // below are the structure's, not the slack of growth (at most a third, see graph.rs).
+    p.graph().reserve(d.base.len());
     let t = Instant::now();
     for (c, chunk) in d.base.chunks(10_000).enumerate() {
         let ops: Vec<(u64, Op)> = chunk
@@ -139,16 +146,10 @@ pub fn in_process(
             })
             .collect();
         p.apply(&ops);
+        p.link_all(threads);
     }
     let build = t.elapsed();
-    let t = Instant::now();
-    p.refresh_view();
-    println!(
-        "in-process graph view freeze: {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
     let tuning = SearchTuning {
-        view_max_delta: 4096,
         exact_scan_max_points: 0,
         exact_scan_selectivity: 0.0,
     };
@@ -172,59 +173,30 @@ pub fn in_process(
         hits.iter().filter_map(|h| h.id.parse().ok()).collect()
     };
     let rows = sweep("in-process", d, efs, threads, &search);
-    (build, rows)
+    (build, rows, p)
 }
 
-/// Our own flat HNSW graph alone (`index::graph`), built by `threads` threads inserting in
-/// parallel and searched raw (graph ids, no result shaping): the engine's next core, measured
-/// beside the partition and hnswlib.
-pub fn in_process_graph(
-    d: &Dataset,
-    hnsw: HnswParams,
-    efs: &[usize],
-    threads: usize,
-) -> (Duration, Vec<SweepRow>) {
-    let dim = d.base[0].len();
-    let g = Graph::new(
-        GraphParams {
-            dim,
-            m: hnsw.m,
-            ef_construction: hnsw.ef_construction,
-        },
-        SimdDistance { metric: d.metric },
-    );
-    let forms: Vec<Vec<f32>> = d.base.iter().map(|v| to_graph_form(d.metric, v)).collect();
-    let next = AtomicUsize::new(0);
+/// Writes `p` as a shard snapshot and times loading it back the way a restart does; answers
+/// (snapshot write, load) durations.
+pub fn restart(p: &Partition) -> Result<(Duration, Duration), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let seq = p.table().slots.len() as u64;
     let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= forms.len() {
-                    break;
-                }
-                g.insert(i as u32, &forms[i]);
-            });
-        }
-    });
-    let build = t.elapsed();
-    println!(
-        "graph: {:.1} bytes per point (vectors + links)",
-        g.bytes() as f64 / d.base.len() as f64
-    );
-    let queries: Vec<Vec<f32>> = d
-        .queries
-        .iter()
-        .map(|q| to_graph_form(d.metric, q))
-        .collect();
-    let search = |i: usize, ef: usize| -> Vec<u32> {
-        g.search(&queries[i], d.k, ef, &|_| true)
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect()
-    };
-    let rows = sweep("graph", d, efs, threads, &search);
-    (build, rows)
+    snapshot::write(dir.path(), seq, p, None).map_err(|e| e.to_string())?;
+    let wrote = t.elapsed();
+    let t = Instant::now();
+    let loaded =
+        load_partition(dir.path(), *p.spec(), ReplayMode::Strict).map_err(|e| e.to_string())?;
+    let load = t.elapsed();
+    if loaded.partition.live() != p.live() || loaded.source != "snapshot" {
+        return Err(format!(
+            "snapshot loaded {} points from {}, {} written",
+            loaded.partition.live(),
+            loaded.source,
+            p.live()
+        ));
+    }
+    Ok((wrote, load))
 }
 
 pub struct HttpReport {
@@ -443,9 +415,10 @@ pub struct BenchAnn {
     /// Skip the in-process part.
     #[arg(long)]
     pub no_in_process: bool,
-    /// Also build and search the flat graph (`index::graph`) alone.
+    /// A Python with hnswlib and numpy: runs hnswlib on the same data in the same sitting and
+    /// prints both side by side with ratios (`pip install hnswlib numpy`).
     #[arg(long)]
-    pub graph: bool,
+    pub hnswlib: Option<String>,
     /// Write the data used (base.fvecs, queries.fvecs, gt.ivecs) here, e.g. for hnswlib.
     #[arg(long)]
     pub write_data: Option<PathBuf>,
@@ -521,15 +494,53 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
         "m": a.m, "ef_construction": a.ef_construction, "k": a.k, "threads": threads,
     });
     let mut rows = Vec::new();
+    let mut ours: Option<(f64, f64, Vec<SweepRow>)> = None;
     if !a.no_in_process {
-        let (build, r) = in_process(&d, hnsw, &a.ef, threads);
-        report["in_process_build_s"] = json!(print_build("in-process", build, base.len()));
+        let (build, r, p) = in_process(&d, hnsw, &a.ef, threads);
+        let build_s = print_build("in-process", build, base.len());
+        report["in_process_build_s"] = json!(build_s);
+        let n = base.len() as f64;
+        let graph_bpp = p.graph().bytes() as f64 / n;
+        let table_bpp = p.table().bytes() as f64 / n;
+        println!(
+            "in-process memory: {graph_bpp:.1} bytes per point for vectors + graph, {table_bpp:.1} for ids and versions (slot table)"
+        );
+        report["graph_bytes_per_point"] = json!(graph_bpp);
+        report["slot_table_bytes_per_point"] = json!(table_bpp);
+        let (wrote, load) = restart(&p)?;
+        println!(
+            "in-process restart: snapshot written in {:.2} s, loaded in {:.2} s",
+            wrote.as_secs_f64(),
+            load.as_secs_f64()
+        );
+        report["snapshot_write_s"] = json!(wrote.as_secs_f64());
+        report["snapshot_load_s"] = json!(load.as_secs_f64());
+        ours = Some((build_s, graph_bpp, r.clone()));
         rows.extend(r);
     }
-    if a.graph {
-        let (build, r) = in_process_graph(&d, hnsw, &a.ef, threads);
-        report["graph_build_s"] = json!(print_build("graph", build, base.len()));
-        rows.extend(r);
+    let mut versus = None;
+    if let (Some(python), Some((build_s, bpp, our_rows))) = (&a.hnswlib, &ours) {
+        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = match &a.write_data {
+            Some(d) => d.clone(),
+            None => {
+                let d = scratch.path().to_path_buf();
+                data::write_fvecs(&d.join("base.fvecs"), &base).map_err(|e| e.to_string())?;
+                data::write_fvecs(&d.join("queries.fvecs"), &queries).map_err(|e| e.to_string())?;
+                data::write_ivecs(&d.join("gt.ivecs"), &truth).map_err(|e| e.to_string())?;
+                d
+            }
+        };
+        let params = crate::versus::Params {
+            metric: metric.as_str(),
+            m: a.m,
+            ef_construction: a.ef_construction,
+            efs: &a.ef,
+            k: a.k,
+            threads,
+        };
+        let theirs = crate::versus::run_hnswlib(python, &dir, &params)?;
+        versus = Some((*build_s, *bpp, our_rows.clone(), theirs));
     }
     if let Some(url) = &a.url {
         let h = http(&d, url.trim_end_matches('/'), hnsw, &a.ef, threads, a.batch)?;
@@ -554,6 +565,13 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
         );
     }
     report["sweep"] = json!(rows);
+    if let Some((build_s, bpp, our_rows, theirs)) = &versus {
+        let pts: Vec<(f64, f64)> = our_rows
+            .iter()
+            .map(|r| (r.recall, r.qps_1_thread))
+            .collect();
+        report["hnswlib"] = crate::versus::side_by_side(*build_s, *bpp, &pts, theirs);
+    }
     if let Some(out) = &a.out {
         std::fs::write(
             out,

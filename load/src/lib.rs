@@ -29,4 +29,5 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod streams;
+pub mod versus;
 pub mod worker;

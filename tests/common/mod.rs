@@ -36,7 +36,7 @@ impl Server {
             .env("RUVECTOR__SERVER__HOST", "127.0.0.1")
             .env("RUVECTOR__SERVER__PORT", "0")
             .env("RUVECTOR__STORAGE__DATA_DIR", dir.join("data"))
-            .env("RUST_LOG", "info,hnsw_rs=warn")
+            .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))

@@ -1,8 +1,8 @@
-//! SIMD distances (simsimd) in the form hnsw_rs needs: a total order where lower is closer and
-//! no value is negative (hnsw_rs asserts that).
+//! Distances in the form the graph orders by: lower is closer, never negative, never NaN.
 //!
-//! - cosine: vectors are normalised before they reach the graph, so `1 - dot` is the cosine
-//!   distance; rounding can make it a hair below zero, hence the clamp.
+//! - cosine: queries are normalised; stored vectors keep the client's values and their inverse
+//!   norm beside them (the graph's scale word), so `1 - dot·scale` is the cosine distance;
+//!   rounding can make it a hair below zero, hence the clamp.
 //! - l2: squared euclidean distance (same order as euclidean, one `sqrt` cheaper).
 //! - dot: `f(dot)` with `f` strictly decreasing and positive (`1/(1+x)` for x ≥ 0, `1-x` below),
 //!   so the graph sees the same order as "highest dot first". Exact scores are recomputed for the
@@ -11,13 +11,12 @@
 //!   ef 64 where the MIPS-to-L2 reduction (x → (x, √(C²−|x|²))) gave 0.76; on isotropic
 //!   clusters the order flips (0.76 vs 0.82), and both need a larger ef there.
 
-use hnsw_rs::prelude::Distance;
 use simsimd::SpatialSimilarity;
 
 use crate::types::Metric;
 
-/// The distance every partition's graph uses, whatever its metric. One type (not three) so a
-/// graph dump always reloads with the type name it was written with.
+/// The reference distance (simsimd, f64 accumulation) the graph's own must order like: used by
+/// tests and the exact paths.
 #[derive(Debug, Clone, Copy)]
 pub struct SimdDistance {
     pub metric: Metric,
@@ -45,16 +44,17 @@ fn dot_to_graph_distance(x: f64) -> f32 {
     }
 }
 
-impl Distance<f32> for SimdDistance {
+impl SimdDistance {
+    /// Distance between two vectors in graph form (unit length for cosine).
     #[inline]
-    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+    pub fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
         let d = match self.metric {
             Metric::Cosine => (1.0 - dot(va, vb)).max(0.0) as f32,
             Metric::L2 => l2_squared(va, vb) as f32,
             Metric::Dot => dot_to_graph_distance(dot(va, vb)),
         };
         // Validation keeps every vector's norm where distances stay finite; this is the last
-        // guard, because hnsw_rs asserts on a NaN distance and would kill the shard's writer.
+        // guard: a NaN would break every ordering built on it.
         if d.is_nan() {
             f32::MAX
         } else {
@@ -69,9 +69,10 @@ impl Distance<f32> for SimdDistance {
 /// the lanes) behind a dispatch call per pair, which is a large share of a low-dimensional
 /// distance; measured side by side on 100k × 50 (cosine), our graph's search went from
 /// 2,826–3,014 to 3,938–6,471 QPS at ef 64 (docs/ARCHITECTURE.md, "Our own graph"). Ordering
-/// needs no f64: the inputs' norms are bounded by validation.
+/// needs no f64: the inputs' norms are bounded by validation. `dot_scale` multiplies the dot
+/// product (the inverse norms of cosine's stored vectors; 1 otherwise) and is ignored by l2.
 #[inline]
-pub fn graph_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+pub fn graph_distance(metric: Metric, a: &[f32], b: &[f32], dot_scale: f32) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -94,7 +95,7 @@ pub fn graph_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
                 }
             }
             let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-            let dot = acc.iter().sum::<f32>() + tail;
+            let dot = (acc.iter().sum::<f32>() + tail) * dot_scale;
             if metric == Metric::Cosine {
                 (1.0 - dot).max(0.0)
             } else {

@@ -1,38 +1,47 @@
-//! Our own HNSW graph on a flat layout (hnswlib's design): vectors contiguous by node id
-//! (`slab`), layer-0 neighbour lists in one array with a fixed stride (`[count, ids…]` of
-//! `2M + 1` words), upper layers per node, levels sampled as `⌊−ln U / ln M⌋`, neighbours chosen
-//! with the diversity heuristic (a candidate is kept only when it is closer to the new node than
-//! to every neighbour already kept), full reverse lists pruned by the same heuristic.
+//! Our own HNSW graph on a flat layout (hnswlib's design): nodes contiguous by id (`slab`:
+//! layer-0 list `[count, ids…]` of `2M + 1` words, scale word, vector), upper layers per node,
+//! levels sampled as `⌊−ln U / ln M⌋`, neighbours chosen with the diversity heuristic (a
+//! candidate is kept only when it is closer to the new node than to every neighbour already
+//! kept), full reverse lists pruned by the same heuristic. Searching is in `graph_search.rs`,
+//! snapshots in `graph_io.rs`.
 //!
 //! Why not hnsw_rs: its insert and search allocate per candidate and keep their lists behind
 //! per-node locks of `Arc`s; measured, its build ran at 0.16–0.19× hnswlib's and its search
 //! needed a frozen copy of the graph to be competitive (three copies of every vector).
 //!
-//! Concurrency as in hnswlib: inserts and searches run in parallel. Links are atomic words
+//! A node goes ABSENT → WRITING (claimed by one thread) → STAGED (vector written: readable, not
+//! yet in the graph) → LINKING → its level (published). Staging and linking are separate so the
+//! partition can acknowledge a write as soon as its vector is stored and link it later.
+//! Concurrency as in hnswlib: links and searches run in parallel. Links are atomic words
 //! (readers never lock; a list being rewritten may be seen half old, half new — every id in it is
-//! a published node either way); writers of one list are serialised by a striped lock. A node is
-//! claimed (compare-and-swap on its level), its vector written, its own lists written, then it is
-//! published (release store of its level) and only then linked from its neighbours. The whole
-//! storage sits behind one `RwLock` taken for reading by everyone, and for writing only to grow
-//! it (capacity doubles, so that is rare).
+//! a published node either way); writers of one list are serialised by a striped lock. A node's
+//! own lists are written before it is published (release store of its level) and only then is
+//! it linked from its neighbours. The whole storage sits behind one `RwLock` taken for reading
+//! by everyone, and for writing only to grow it (by half, so that is rare).
 
-use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use super::distance::{graph_distance, SimdDistance};
+use super::distance::{dot, graph_distance};
 use super::slab::VectorSlab;
 use crate::types::Metric;
 
-/// A level no node reaches: the id holds no node.
+#[path = "graph_io.rs"]
+mod io;
+#[path = "graph_search.rs"]
+mod search;
+
+/// The id holds no node.
 const ABSENT: u8 = u8::MAX;
-/// Claimed by an insert that has not published the node yet.
-const CLAIMED: u8 = u8::MAX - 1;
-/// Highest level sampled.
+/// Claimed by a thread writing its vector.
+const WRITING: u8 = u8::MAX - 1;
+/// Vector written (readable), not linked.
+const STAGED: u8 = u8::MAX - 2;
+/// Being linked by one thread.
+const LINKING: u8 = u8::MAX - 3;
+/// Highest level sampled; states up to it are published nodes.
 const MAX_LEVEL: u8 = 16;
 /// No entry point yet.
 const NO_ENTRY: u64 = u64::MAX;
@@ -40,7 +49,7 @@ const NO_ENTRY: u64 = u64::MAX;
 const STRIPES: usize = 1024;
 
 /// Ordered distance for the heaps (distances are never NaN: the graph distances map NaN to
-/// MAX). Shared with `view.rs`.
+/// MAX).
 #[derive(Clone, Copy)]
 pub(super) struct D(pub(super) f32);
 impl PartialEq for D {
@@ -68,11 +77,6 @@ impl Ord for D {
     }
 }
 
-thread_local! {
-    /// Per-thread visited stamps: `stamps[i] == epoch` means visited in this search.
-    static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
-}
-
 /// Graph parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GraphParams {
@@ -83,11 +87,20 @@ pub struct GraphParams {
 
 struct Storage {
     cap: usize,
-    /// Per node: its layer-0 list (`2M + 1` words) and its vector.
+    /// Per node: its layer-0 list (`2M + 1` words), scale and vector.
     vectors: VectorSlab,
+    /// Per node: its state (ABSENT, WRITING, STAGED, LINKING) or its level once published.
     levels: Box<[AtomicU8]>,
     /// Layers 1..=level of a node: `level` blocks of `m + 1` words (count, ids).
     upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
+}
+
+impl Storage {
+    fn state(&self, id: u32) -> u8 {
+        self.levels
+            .get(id as usize)
+            .map_or(ABSENT, |l| l.load(Ordering::Acquire))
+    }
 }
 
 pub struct Graph {
@@ -108,13 +121,13 @@ fn atomics<T>(n: usize, f: impl Fn() -> T) -> Box<[T]> {
 }
 
 impl Graph {
-    pub fn new(p: GraphParams, dist: SimdDistance) -> Graph {
+    pub fn new(p: GraphParams, metric: Metric) -> Graph {
         let m = p.m.max(2);
         Graph {
             p: GraphParams { m, ..p },
             m0: 2 * m,
             level_mult: 1.0 / (m as f64).ln(),
-            metric: dist.metric,
+            metric,
             store: RwLock::new(Storage {
                 cap: 0,
                 vectors: VectorSlab::new(p.dim, 2 * m + 1, 0),
@@ -132,7 +145,11 @@ impl Graph {
         self.p
     }
 
-    /// Nodes in the graph.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// Published (linked) nodes.
     pub fn nodes(&self) -> usize {
         self.nodes.load(Ordering::Relaxed)
     }
@@ -141,15 +158,25 @@ impl Graph {
         self.nodes() == 0
     }
 
-    /// Whether `id` holds a published node.
-    pub fn contains(&self, id: u32) -> bool {
-        let s = self.store.read();
-        s.levels
-            .get(id as usize)
-            .is_some_and(|l| l.load(Ordering::Acquire) < CLAIMED)
+    /// Read access: vectors of staged nodes and searches, under one lock hold.
+    pub fn read(&self) -> GraphRead<'_> {
+        GraphRead {
+            g: self,
+            s: self.store.read(),
+        }
     }
 
-    /// Bytes held: vectors, layer-0 lists, levels and upper layers.
+    /// Whether `id` holds a published node.
+    pub fn contains(&self, id: u32) -> bool {
+        self.store.read().state(id) <= MAX_LEVEL
+    }
+
+    /// Ids with room allocated.
+    pub fn capacity(&self) -> usize {
+        self.store.read().cap
+    }
+
+    /// Bytes held: vectors with their lists and scales, states and upper layers.
     pub fn bytes(&self) -> usize {
         let s = self.store.read();
         let upper: usize = s
@@ -157,11 +184,7 @@ impl Graph {
             .iter()
             .map(|u| u.get().map_or(0, |b| b.len() * 4))
             .sum();
-        s.cap
-            * (self.p.dim * 4
-                + self.stride0() * 4
-                + 1
-                + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>())
+        s.cap * (s.vectors.stride() * 4 + 1 + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>())
             + upper
     }
 
@@ -182,28 +205,29 @@ impl Graph {
         ((-u.ln() * self.level_mult) as u64).min(MAX_LEVEL as u64) as u8
     }
 
-    /// Makes room for ids below `len` (write lock; existing content copied).
-    fn grow(&self, len: usize) {
+    /// Makes room for ids below `len` (write lock; existing content copied). Grows by half at
+    /// least: rare, and at most a third of the room unused.
+    pub fn reserve(&self, len: usize) {
+        if len <= self.store.read().cap {
+            return;
+        }
         let mut s = self.store.write();
         if len <= s.cap {
             return;
         }
-        let cap = len.max(s.cap * 2).max(1024);
-        let old = std::mem::replace(
-            &mut *s,
-            Storage {
-                cap: 0,
-                vectors: VectorSlab::new(self.p.dim, self.stride0(), 0),
-                levels: Box::new([]),
-                upper: Box::new([]),
-            },
-        );
+        let cap = len.max(s.cap + s.cap / 2).max(1024);
+        let empty = Storage {
+            cap: 0,
+            vectors: VectorSlab::new(self.p.dim, self.stride0(), 0),
+            levels: Box::new([]),
+            upper: Box::new([]),
+        };
         let Storage {
             mut vectors,
             levels,
             upper,
             ..
-        } = old;
+        } = std::mem::replace(&mut *s, empty);
         let mut lv = levels.into_vec();
         lv.resize_with(cap, || AtomicU8::new(ABSENT));
         let mut up = upper.into_vec();
@@ -216,30 +240,62 @@ impl Graph {
         };
     }
 
-    /// Inserts `vector` (graph form) as node `id`. An id that already holds a node is ignored:
-    /// a point's new version gets a new id.
-    pub fn insert(&self, id: u32, vector: &[f32]) {
+    /// Stores `vector` (the client's own; cosine keeps its inverse norm beside it) as node `id`,
+    /// readable at once, not yet linked. False when the id holds a node already (a point's new
+    /// version gets a new id) or the dimension is wrong.
+    pub fn stage(&self, id: u32, vector: &[f32]) -> bool {
         if vector.len() != self.p.dim {
-            return;
+            return false;
         }
         let i = id as usize;
-        if i >= self.store.read().cap {
-            self.grow(i + 1);
-        }
+        self.reserve(i + 1);
         let s = self.store.read();
-        // Claim the id: only this thread writes its vector and lists.
         if s.levels[i]
-            .compare_exchange(ABSENT, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(ABSENT, WRITING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let scale = match self.metric {
+            Metric::Cosine => {
+                let norm = dot(vector, vector).sqrt();
+                if norm > 0.0 {
+                    (1.0 / norm) as f32
+                } else {
+                    1.0
+                }
+            }
+            Metric::L2 | Metric::Dot => 1.0,
+        };
+        // SAFETY: this thread holds the only claim on `i` (WRITING), and no reader reads a row
+        // before it acquires the STAGED state stored below; see `VectorSlab::write`.
+        #[allow(unsafe_code)]
+        unsafe {
+            s.vectors.write(i, vector, scale)
+        };
+        s.levels[i].store(STAGED, Ordering::Release);
+        true
+    }
+
+    /// Stages and links in one go.
+    pub fn insert(&self, id: u32, vector: &[f32]) {
+        if self.stage(id, vector) {
+            self.link(id);
+        }
+    }
+
+    /// Links staged node `id` into the graph and publishes it; anything else is left alone.
+    pub fn link(&self, id: u32) {
+        let i = id as usize;
+        let s = self.store.read();
+        let Some(state) = s.levels.get(i) else { return };
+        if state
+            .compare_exchange(STAGED, LINKING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return;
         }
-        // SAFETY: this thread holds the only claim on `i`, and no link, entry point or level
-        // publishes it before the release store below; see `VectorSlab::write`.
-        #[allow(unsafe_code)]
-        unsafe {
-            s.vectors.write(i, vector)
-        };
+        let (q, qs) = (s.vectors.row(i), s.vectors.scale(i));
         let level = self.random_level();
         if level > 0 {
             let blocks = atomics(level as usize * (self.p.m + 1), || AtomicU32::new(0));
@@ -257,22 +313,22 @@ impl Graph {
                 self.nodes.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            // Another insert became the entry first: link this node like any other. Its level
-            // is published already, but nothing links to it yet, so no reader reaches it.
+            // Another node became the entry first: link this one like any other. Its level is
+            // published already, but nothing links to it yet, so no reader reaches it.
         }
         let entry = self.entry.load(Ordering::Acquire);
         let (mut cur, top) = ((entry >> 8) as u32, (entry & 0xFF) as u8);
-        let mut cur_d = self.d(&s, vector, cur);
+        let mut cur_d = self.dq(&s, q, qs, cur);
         let mut layer = top;
         while layer > level {
-            (cur, cur_d) = self.greedy(&s, vector, cur, cur_d, layer);
+            (cur, cur_d) = self.greedy(&s, q, qs, cur, cur_d, layer);
             layer -= 1;
         }
         let mut chosen: Vec<Vec<u32>> = vec![Vec::new(); level as usize + 1];
         let mut from = vec![(cur_d, cur)];
         for l in (0..=layer.min(level)).rev() {
-            let found = self.beam(&s, vector, &from, self.p.ef_construction, l, &|_| true);
-            chosen[l as usize] = self.select(&found, self.p.m, &|c| s.vectors.row(c as usize));
+            let found = self.beam(&s, q, qs, &from, self.p.ef_construction, l, &|_| true);
+            chosen[l as usize] = self.select(&s, &found, self.p.m);
             from = found;
         }
         // Own lists first, then publish, then the reverse links that make it reachable.
@@ -357,146 +413,44 @@ impl Graph {
             self.set_list(s, nb, layer, &current);
             return;
         }
-        let base = s.vectors.row(nb as usize);
         current.push(new);
-        let mut cands: Vec<(f32, u32)> = current
-            .iter()
-            .map(|&c| (self.dist(base, s.vectors.row(c as usize)), c))
-            .collect();
+        let mut cands: Vec<(f32, u32)> = current.iter().map(|&c| (self.dn(s, nb, c), c)).collect();
         cands.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let kept = self.select(&cands, max, &|c| s.vectors.row(c as usize));
+        let kept = self.select(s, &cands, max);
         self.set_list(s, nb, layer, &kept);
     }
 
+    /// Graph distance from `q` (dot products scaled by `qs`) to node `id`.
     #[inline]
-    fn dist(&self, a: &[f32], b: &[f32]) -> f32 {
-        graph_distance(self.metric, a, b)
+    fn dq(&self, s: &Storage, q: &[f32], qs: f32, id: u32) -> f32 {
+        let i = id as usize;
+        graph_distance(self.metric, q, s.vectors.row(i), qs * s.vectors.scale(i))
     }
 
-    fn d(&self, s: &Storage, q: &[f32], id: u32) -> f32 {
-        self.dist(q, s.vectors.row(id as usize))
-    }
-
-    /// Greedy walk on one layer: the nearest node reachable by always improving.
-    fn greedy(
-        &self,
-        s: &Storage,
-        q: &[f32],
-        mut cur: u32,
-        mut cur_d: f32,
-        layer: u8,
-    ) -> (u32, f32) {
-        let mut nbrs = Vec::with_capacity(self.p.m + 1);
-        loop {
-            let mut moved = false;
-            self.list(s, cur, layer, &mut nbrs);
-            for &nb in &nbrs {
-                let d = self.d(s, q, nb);
-                if d < cur_d {
-                    (cur, cur_d, moved) = (nb, d, true);
-                }
-            }
-            if !moved {
-                return (cur, cur_d);
-            }
-        }
+    /// Graph distance between two nodes.
+    #[inline]
+    fn dn(&self, s: &Storage, a: u32, b: u32) -> f32 {
+        let i = a as usize;
+        self.dq(s, s.vectors.row(i), s.vectors.scale(i), b)
     }
 
     /// The heuristic: from candidates sorted nearest first, keep one only when it is closer to
     /// the base than to every one kept before it; at most `max`.
-    fn select<'a>(
-        &self,
-        sorted: &[(f32, u32)],
-        max: usize,
-        vec_of: &dyn Fn(u32) -> &'a [f32],
-    ) -> Vec<u32> {
+    fn select(&self, s: &Storage, sorted: &[(f32, u32)], max: usize) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(max);
         for &(d, c) in sorted {
             if kept.len() >= max {
                 break;
             }
-            let cv = vec_of(c);
-            if kept.iter().all(|&k| self.dist(cv, vec_of(k)) >= d) {
+            if kept.iter().all(|&k| self.dn(s, c, k) >= d) {
                 kept.push(c);
             }
         }
         kept
     }
 
-    /// Beam search on one layer from `entry`: up to `ef` nearest nodes, sorted nearest first.
-    /// Only nodes passing `allowed` enter the results; every node is walked through.
-    fn beam(
-        &self,
-        s: &Storage,
-        q: &[f32],
-        entry: &[(f32, u32)],
-        ef: usize,
-        layer: u8,
-        allowed: &dyn Fn(u32) -> bool,
-    ) -> Vec<(f32, u32)> {
-        VISITED.with(|cell| {
-            let mut guard = cell.borrow_mut();
-            let (stamps, epoch) = &mut *guard;
-            if stamps.len() < s.cap {
-                stamps.resize(s.cap, 0);
-            }
-            *epoch = epoch.wrapping_add(1);
-            if *epoch == 0 {
-                stamps.iter_mut().for_each(|x| *x = 0);
-                *epoch = 1;
-            }
-            let epoch = *epoch;
-            let mut candidates: BinaryHeap<Reverse<(D, u32)>> = BinaryHeap::with_capacity(ef * 2);
-            let mut results: BinaryHeap<(D, u32)> = BinaryHeap::with_capacity(ef + 1);
-            for &(d, e) in entry {
-                stamps[e as usize] = epoch;
-                candidates.push(Reverse((D(d), e)));
-                if allowed(e) {
-                    results.push((D(d), e));
-                    if results.len() > ef {
-                        results.pop();
-                    }
-                }
-            }
-            while let Some(Reverse((D(cd), c))) = candidates.pop() {
-                if results.len() >= ef && results.peek().is_some_and(|(D(w), _)| cd > *w) {
-                    break;
-                }
-                let words = self.words(s, c, layer);
-                for w in words {
-                    let nb = w.load(Ordering::Acquire) as usize;
-                    if stamps.get(nb).is_some_and(|st| *st != epoch) {
-                        s.vectors.prefetch(nb);
-                    }
-                }
-                for w in words {
-                    let nb = w.load(Ordering::Acquire);
-                    let stamp = &mut stamps[nb as usize];
-                    if *stamp == epoch {
-                        continue;
-                    }
-                    *stamp = epoch;
-                    let d = self.d(s, q, nb);
-                    let worst = results.peek().map(|(D(w), _)| *w);
-                    if results.len() < ef || worst.is_some_and(|w| d < w) {
-                        candidates.push(Reverse((D(d), nb)));
-                        if allowed(nb) {
-                            results.push((D(d), nb));
-                            if results.len() > ef {
-                                results.pop();
-                            }
-                        }
-                    }
-                }
-            }
-            let mut out: Vec<(f32, u32)> = results.into_iter().map(|(D(d), i)| (d, i)).collect();
-            out.sort_by(|a, b| a.0.total_cmp(&b.0));
-            out
-        })
-    }
-
-    /// Up to `k` nearest allowed nodes as (graph distance, id), nearest first; `ef` bounds the
-    /// beam (raised to `k`).
+    /// Up to `k` nearest allowed nodes as (graph distance, id), nearest first (see
+    /// `GraphRead::search`).
     pub fn search(
         &self,
         q: &[f32],
@@ -504,23 +458,14 @@ impl Graph {
         ef: usize,
         allowed: &dyn Fn(u32) -> bool,
     ) -> Vec<(f32, u32)> {
-        if q.len() != self.p.dim {
-            return Vec::new();
-        }
-        let s = self.store.read();
-        let entry = self.entry.load(Ordering::Acquire);
-        if entry == NO_ENTRY {
-            return Vec::new();
-        }
-        let (mut cur, top) = ((entry >> 8) as u32, (entry & 0xFF) as u8);
-        let mut cur_d = self.d(&s, q, cur);
-        for layer in (1..=top).rev() {
-            (cur, cur_d) = self.greedy(&s, q, cur, cur_d, layer);
-        }
-        let mut out = self.beam(&s, q, &[(cur_d, cur)], ef.max(k), 0, allowed);
-        out.truncate(k);
-        out
+        self.read().search(q, k, ef, allowed)
     }
+}
+
+/// The graph under one read hold of its storage (methods in `graph_search.rs`).
+pub struct GraphRead<'a> {
+    g: &'a Graph,
+    s: RwLockReadGuard<'a, Storage>,
 }
 
 #[cfg(test)]

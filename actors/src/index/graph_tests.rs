@@ -1,9 +1,9 @@
 //! The graph: recall when built by two threads, searches during inserts, allowed sets and
-//! absent ids.
+//! absent ids, staged nodes, snapshots that load back whole and damaged ones refused.
 
 use super::*;
+use crate::index::distance::SimdDistance;
 use crate::types::Metric;
-use hnsw_rs::prelude::Distance;
 
 fn points(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut s = seed;
@@ -42,7 +42,7 @@ fn a_graph_built_by_two_threads_finds_the_true_neighbours() {
             m: 12,
             ef_construction: 100,
         },
-        SimdDistance { metric: Metric::L2 },
+        Metric::L2,
     );
     std::thread::scope(|s| {
         for t in 0..2 {
@@ -80,7 +80,7 @@ fn searches_running_during_inserts_see_only_published_nodes() {
             m: 8,
             ef_construction: 32,
         },
-        SimdDistance { metric: Metric::L2 },
+        Metric::L2,
     );
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -119,7 +119,7 @@ fn searches_honour_the_allowed_set_and_absent_ids() {
             m: 8,
             ef_construction: 64,
         },
-        SimdDistance { metric: Metric::L2 },
+        Metric::L2,
     );
     // Every third id holds no node.
     for (i, v) in base.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
@@ -134,4 +134,86 @@ fn searches_honour_the_allowed_set_and_absent_ids() {
     // Inserting an id twice keeps the first node.
     g.insert(4, &base[5]);
     assert_eq!(g.search(&base[4], 1, 16, &|_| true)[0], (0.0, 4));
+}
+
+#[test]
+fn staged_nodes_are_readable_but_not_reached_until_linked() {
+    let base = points(200, 8, 5);
+    let g = Graph::new(
+        GraphParams {
+            dim: 8,
+            m: 8,
+            ef_construction: 32,
+        },
+        Metric::L2,
+    );
+    for (i, v) in base.iter().enumerate() {
+        assert!(g.stage(i as u32, v));
+    }
+    assert!(!g.stage(3, &base[4]), "an id is staged once");
+    assert_eq!(g.read().vector(3), Some(&base[3][..]));
+    assert!(g.search(&base[3], 1, 16, &|_| true).is_empty());
+    for i in 0..200 {
+        g.link(i);
+    }
+    assert_eq!(g.nodes(), 200);
+    assert_eq!(g.search(&base[3], 1, 16, &|_| true)[0].1, 3);
+}
+
+fn round_trip_graph(metric: Metric) -> (Graph, Vec<u8>, Vec<Vec<f32>>) {
+    let base = points(1500, 12, 21);
+    let g = Graph::new(
+        GraphParams {
+            dim: 12,
+            m: 8,
+            ef_construction: 40,
+        },
+        metric,
+    );
+    for (i, v) in base.iter().enumerate() {
+        if i < 1400 {
+            g.insert(i as u32, v);
+        } else {
+            g.stage(i as u32, v);
+        }
+    }
+    let mut bytes = Vec::new();
+    g.write_to(&mut bytes, base.len()).unwrap();
+    (g, bytes, base)
+}
+
+#[test]
+fn a_written_graph_loads_back_with_the_same_answers_and_staged_nodes() {
+    let (g, bytes, base) = round_trip_graph(Metric::Cosine);
+    let back = Graph::read_from(&mut &bytes[..], g.params(), Metric::Cosine).unwrap();
+    assert_eq!(back.nodes(), 1400);
+    assert_eq!(back.read().vector(1450), Some(&base[1450][..]));
+    assert!(!back.contains(1450), "staged stays staged");
+    for q in base.iter().take(50) {
+        let q = crate::index::distance::to_graph_form(Metric::Cosine, q);
+        assert_eq!(
+            g.search(&q, 10, 40, &|_| true),
+            back.search(&q, 10, 40, &|_| true)
+        );
+    }
+    back.link(1450);
+    assert!(back.contains(1450));
+}
+
+#[test]
+fn a_graph_file_that_does_not_fit_is_refused_not_loaded() {
+    let (g, bytes, _) = round_trip_graph(Metric::L2);
+    let p = g.params();
+    // Another dimension, another metric, a truncated file.
+    assert!(Graph::read_from(&mut &bytes[..], GraphParams { dim: 13, ..p }, Metric::L2).is_err());
+    assert!(Graph::read_from(&mut &bytes[..], p, Metric::Dot).is_err());
+    assert!(Graph::read_from(&mut &bytes[..bytes.len() - 9], p, Metric::L2).is_err());
+    // A link to a node that does not exist (first word of node 0's layer-0 ids).
+    let header = 8 + 12 + 1 + 16 + 1500;
+    let mut bad = bytes.clone();
+    bad[header + 4..header + 8].copy_from_slice(&1_000_000u32.to_le_bytes());
+    let err = Graph::read_from(&mut &bad[..], p, Metric::L2)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("links to"), "{err}");
 }

@@ -1,29 +1,29 @@
-//! One HNSW partition: an hnsw_rs graph plus the slot table that maps graph ids to points.
+//! One HNSW partition: our graph (`graph.rs`) plus the slot table that maps its node ids to
+//! points (`slots.rs`).
 //!
-//! hnsw_rs cannot delete, so a point lives in a *slot* whose number is its graph id. Deleting or
-//! replacing a point tombstones its slot (the graph keeps the node for navigation, searches skip
-//! it); when tombstones pass a configured fraction the shard builds a compacted partition in the
-//! background and swaps it in. Searches hold the slot table's read lock for their duration
-//! (parking_lot: no poisoning, cheap uncontended reads); writers take the write lock only to flip
-//! slots, never while inserting into the graph, so a slow insert does not stall searches.
+//! A write is applied in two steps. `apply` stores it at once: tombstones, new slots, and each
+//! new vector *staged* in the graph (readable, not linked) — enough for the shard to acknowledge
+//! it, and every search sees it at once: slots not yet linked are scanned exactly. `link_pending`
+//! then links staged nodes in the background (the shard's writer does it between batches, with
+//! every build thread), and holds the write path back once more than `index.max_unindexed`
+//! wait, so the exact scan stays bounded. Searches hold the slot table's read lock and one read
+//! hold of the graph for their duration (in that order, as writers do); writers take the table's
+//! write lock only to flip slots and stage, never while linking.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hnsw_rs::prelude::Hnsw;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
-use super::distance::{exact_score, to_graph_form, SimdDistance};
+use super::distance::exact_score;
 use super::filter::Filter;
-use super::view::GraphView;
+use super::graph::{Graph, GraphParams, GraphRead};
+pub use super::slots::{Slot, SlotTable};
 use crate::types::{Hit, HnswParams, Metadata, Metric, Point};
 
-/// hnsw_rs's maximum number of layers.
-const MAX_LAYERS: usize = 16;
-/// How many slots the selectivity estimate of a filter looks at.
-const SELECTIVITY_SAMPLE: usize = 256;
-/// Batches at least this large are inserted with hnsw_rs's parallel insert (both cores).
-const PARALLEL_INSERT_MIN: usize = 64;
+/// Fewer staged nodes than this are linked on the calling thread alone.
+const PARALLEL_LINK_MIN: usize = 64;
 
 /// What a partition is: metric, dimension and graph parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,87 +33,23 @@ pub struct PartitionSpec {
     pub hnsw: HnswParams,
 }
 
+impl PartitionSpec {
+    fn graph_params(&self) -> GraphParams {
+        GraphParams {
+            dim: self.dimension,
+            m: self.hnsw.m,
+            ef_construction: self.hnsw.ef_construction,
+        }
+    }
+}
+
 /// Knobs of the search path, from config.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchTuning {
-    /// The flat graph view is used while at most this many slots were added since it was frozen
-    /// (they are scanned exactly); past it, hnsw_rs's own search answers.
-    pub view_max_delta: usize,
     /// Partitions with at most this many live points are scanned exactly.
     pub exact_scan_max_points: usize,
     /// Filters estimated to match less than this fraction of points are answered by an exact scan.
     pub exact_scan_selectivity: f64,
-}
-
-/// A point's slot. A dead slot keeps its id (for diagnostics) but drops vector and metadata.
-#[derive(Debug, Clone)]
-pub struct Slot {
-    pub id: Arc<str>,
-    pub vector: Box<[f32]>,
-    /// Shared with the write that set it and the change the hub keeps: one copy per version.
-    pub metadata: Option<Arc<Metadata>>,
-    /// Sequence number of the write that produced this version of the point.
-    pub version: u64,
-    pub live: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct SlotTable {
-    pub slots: Vec<Slot>,
-    by_id: HashMap<Arc<str>, u32>,
-    live: usize,
-}
-
-impl SlotTable {
-    pub fn from_slots(slots: Vec<Slot>) -> SlotTable {
-        let mut by_id = HashMap::with_capacity(slots.len());
-        let mut live = 0;
-        for (i, s) in slots.iter().enumerate() {
-            if s.live {
-                by_id.insert(s.id.clone(), i as u32);
-                live += 1;
-            }
-        }
-        SlotTable { slots, by_id, live }
-    }
-
-    pub fn live(&self) -> usize {
-        self.live
-    }
-
-    pub fn dead(&self) -> usize {
-        self.slots.len() - self.live
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Slot> {
-        self.by_id.get(id).map(|i| &self.slots[*i as usize])
-    }
-
-    fn tombstone(&mut self, id: &str) -> bool {
-        match self.by_id.remove(id) {
-            Some(i) => {
-                let s = &mut self.slots[i as usize];
-                s.live = false;
-                s.vector = Box::new([]);
-                s.metadata = None;
-                self.live -= 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn push(&mut self, slot: Slot) -> usize {
-        let i = self.slots.len();
-        self.by_id.insert(slot.id.clone(), i as u32);
-        self.slots.push(slot);
-        self.live += 1;
-        i
-    }
-
-    fn is_live(&self, i: usize) -> bool {
-        self.slots.get(i).is_some_and(|s| s.live)
-    }
 }
 
 /// A change to a partition, as applied (and as the write log records it).
@@ -144,9 +80,7 @@ impl Op {
 /// Which way a search was answered (for metrics and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchPath {
-    /// Our search over the flat graph view (plus an exact scan of the points added since).
-    View,
-    /// hnsw_rs's own search (no view yet, or too many points added since it was frozen).
+    /// The graph (plus an exact scan of the slots not linked yet).
     Graph,
     Exact,
 }
@@ -164,116 +98,78 @@ pub struct PartitionQuery<'a> {
 
 pub struct Partition {
     spec: PartitionSpec,
-    graph: Hnsw<'static, f32, SimdDistance>,
+    graph: Graph,
     table: RwLock<SlotTable>,
-    /// The read-optimised copy of the graph searches use (see `view.rs`).
-    view: RwLock<Option<Arc<GraphView>>>,
-}
-
-fn new_graph(spec: &PartitionSpec, capacity_hint: usize) -> Hnsw<'static, f32, SimdDistance> {
-    Hnsw::new(
-        spec.hnsw.m,
-        capacity_hint.max(1024),
-        MAX_LAYERS,
-        spec.hnsw.ef_construction,
-        SimdDistance {
-            metric: spec.metric,
-        },
-    )
+    /// Every slot below this is linked into the graph; searches scan the ones above exactly.
+    linked: AtomicUsize,
+    /// Serialises linkers, so two never take the same range.
+    linking: Mutex<()>,
 }
 
 impl Partition {
     pub fn new(spec: PartitionSpec) -> Partition {
-        Partition::from_parts(spec, new_graph(&spec, 1024), SlotTable::default())
+        Partition::from_parts(
+            spec,
+            Graph::new(spec.graph_params(), spec.metric),
+            SlotTable::default(),
+        )
     }
 
-    /// Slots added since the graph view was frozen (all of them without a view).
-    pub fn view_lag(&self) -> usize {
-        let slots = self.table.read().slots.len();
-        slots
-            - self
-                .view
-                .read()
-                .as_ref()
-                .map_or(0, |v| v.covered().min(slots))
-    }
-
-    /// Freezes a fresh graph view now (blocking; see `refresh_view_in_background`).
-    pub fn refresh_view(&self) {
-        let slots = self.table.read().slots.len();
-        let dist = SimdDistance {
-            metric: self.spec.metric,
+    /// A partition from a loaded graph and its slot table (a snapshot). Slots from the first
+    /// one the graph has not published on count as not linked.
+    pub fn from_parts(spec: PartitionSpec, graph: Graph, table: SlotTable) -> Partition {
+        let linked = {
+            let g = graph.read();
+            (0..table.slots.len())
+                .find(|i| !g.contains(*i as u32))
+                .unwrap_or(table.slots.len())
         };
-        // Restored reverse links: up to M more on layer 0 (see `GraphView::freeze`).
-        let fresh = GraphView::freeze(&self.graph, slots, dist, self.spec.hnsw.m).map(Arc::new);
-        *self.view.write() = fresh;
-    }
-
-    /// Refreshes the view when enough slots were added since the last freeze: at least
-    /// `min_lag` and at least 1/16 of what the view covers (so the O(n) freezes add up to a
-    /// constant factor of the inserts). Must run on the thread that inserts into the graph:
-    /// hnsw_rs's point iterator and a concurrent insert can deadlock on its internal locks.
-    pub fn refresh_view_if_due(&self, min_lag: usize) -> bool {
-        let covered = self.view.read().as_ref().map_or(0, |v| v.covered());
-        let lag = self.view_lag();
-        if lag == 0 || lag < min_lag.max(covered / 16) {
-            return false;
-        }
-        let t = std::time::Instant::now();
-        self.refresh_view();
-        metrics::histogram!("ruvector_graph_view_refresh_seconds")
-            .record(t.elapsed().as_secs_f64());
-        true
-    }
-
-    /// A partition from a loaded graph and its slot table (a snapshot).
-    pub fn from_parts(
-        spec: PartitionSpec,
-        graph: Hnsw<'static, f32, SimdDistance>,
-        table: SlotTable,
-    ) -> Partition {
         Partition {
             spec,
             graph,
             table: RwLock::new(table),
-            view: RwLock::new(None),
+            linked: AtomicUsize::new(linked),
+            linking: Mutex::new(()),
         }
     }
 
-    /// Builds a graph over `slots` (dead slots are kept as dead slots but not inserted).
-    pub fn build(spec: PartitionSpec, slots: Vec<Slot>) -> Partition {
-        let graph = new_graph(&spec, slots.len());
-        let forms: Vec<(Vec<f32>, usize)> = slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.live)
-            .map(|(i, s)| (to_graph_form(spec.metric, &s.vector), i))
-            .collect();
-        let refs: Vec<(&[f32], usize)> = forms.iter().map(|(v, i)| (v.as_slice(), *i)).collect();
-        if !refs.is_empty() {
-            graph.parallel_insert_slice(&refs);
+    /// A graph for `points` (slot, vector), linked by `threads` threads.
+    pub fn build(spec: PartitionSpec, points: Vec<(Slot, Vec<f32>)>, threads: usize) -> Partition {
+        let graph = Graph::new(spec.graph_params(), spec.metric);
+        graph.reserve(points.len());
+        let mut slots = Vec::with_capacity(points.len());
+        for (i, (slot, vector)) in points.into_iter().enumerate() {
+            assert!(
+                graph.stage(i as u32, &vector),
+                "slot {i} could not be staged"
+            );
+            slots.push(slot);
         }
-        Partition::from_parts(spec, graph, SlotTable::from_slots(slots))
+        let p = Partition::from_parts(spec, graph, SlotTable::from_slots(slots));
+        p.link_all(threads);
+        p
     }
 
     /// A compacted copy: live points only, renumbered, with a freshly built graph.
-    pub fn compacted(&self) -> Partition {
-        let live: Vec<Slot> = self
-            .table
-            .read()
-            .slots
-            .iter()
-            .filter(|s| s.live)
-            .cloned()
-            .collect();
-        Partition::build(self.spec, live)
+    pub fn compacted(&self, threads: usize) -> Partition {
+        let points: Vec<(Slot, Vec<f32>)> = {
+            let t = self.table.read();
+            let g = self.graph.read();
+            t.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.live)
+                .filter_map(|(i, s)| Some((s.clone(), g.vector(i as u32)?.to_vec())))
+                .collect()
+        };
+        Partition::build(self.spec, points, threads)
     }
 
     pub fn spec(&self) -> &PartitionSpec {
         &self.spec
     }
 
-    pub fn graph(&self) -> &Hnsw<'static, f32, SimdDistance> {
+    pub fn graph(&self) -> &Graph {
         &self.graph
     }
 
@@ -286,18 +182,29 @@ impl Partition {
         self.table.read().live()
     }
 
+    /// Slots stored but not linked into the graph yet.
+    pub fn unindexed(&self) -> usize {
+        let slots = self.table.read().slots.len();
+        slots.saturating_sub(self.linked.load(Ordering::Acquire))
+    }
+
     pub fn get(&self, id: &str) -> Option<Point> {
         let t = self.table.read();
-        t.get(id).map(|s| Point {
+        let g = self.graph.read();
+        let i = t.slot_of(id)?;
+        let s = &t.slots[i as usize];
+        Some(Point {
             id: s.id.to_string(),
-            vector: s.vector.to_vec(),
+            vector: g.vector(i)?.to_vec(),
             metadata: s.metadata.as_deref().cloned(),
         })
     }
 
     /// The vector of a live point.
     pub fn get_vector(&self, id: &str) -> Option<Vec<f32>> {
-        self.table.read().get(id).map(|s| s.vector.to_vec())
+        let t = self.table.read();
+        let g = self.graph.read();
+        g.vector(t.slot_of(id)?).map(<[f32]>::to_vec)
     }
 
     /// Current metadata of a live point.
@@ -305,120 +212,132 @@ impl Partition {
         self.table.read().get(id).map(|s| s.metadata.clone())
     }
 
-    /// Applies ops in order: slot changes under one short write lock, then graph inserts without
-    /// it (in parallel for large batches).
+    /// Applies ops in order under one short write lock: slots change, new vectors are staged
+    /// (visible to searches at once); linking them is `link_pending`'s job.
     pub fn apply(&self, ops: &[(u64, Op)]) {
-        let mut inserts: Vec<(Vec<f32>, usize)> = Vec::new();
-        {
-            let mut t = self.table.write();
-            for (seq, op) in ops {
-                match op {
-                    Op::Upsert {
-                        id,
-                        vector,
-                        metadata,
-                    } => {
-                        t.tombstone(id);
-                        let slot = t.push(Slot {
-                            id: Arc::from(id.as_str()),
-                            vector: vector.clone().into_boxed_slice(),
-                            metadata: metadata.clone(),
-                            version: *seq,
-                            live: true,
-                        });
-                        inserts.push((to_graph_form(self.spec.metric, vector), slot));
-                    }
-                    Op::Delete { id } => {
-                        t.tombstone(id);
-                    }
-                    Op::SetMetadata { id, metadata } => {
-                        if let Some(i) = t.by_id.get(id.as_str()).copied() {
-                            let s = &mut t.slots[i as usize];
-                            s.metadata = metadata.clone();
-                            s.version = *seq;
-                        }
+        let mut t = self.table.write();
+        for (seq, op) in ops {
+            match op {
+                Op::Upsert {
+                    id,
+                    vector,
+                    metadata,
+                } => {
+                    assert_eq!(
+                        vector.len(),
+                        self.spec.dimension,
+                        "a vector of the wrong dimension reached the partition"
+                    );
+                    t.tombstone(id);
+                    let slot = t.slots.len();
+                    self.graph.reserve(slot + 1);
+                    assert!(
+                        self.graph.stage(slot as u32, vector),
+                        "slot {slot} is taken in the graph"
+                    );
+                    t.push(Slot {
+                        id: Arc::from(id.as_str()),
+                        metadata: metadata.clone(),
+                        version: *seq,
+                        live: true,
+                    });
+                }
+                Op::Delete { id } => {
+                    t.tombstone(id);
+                }
+                Op::SetMetadata { id, metadata } => {
+                    if let Some(s) = t.slot_mut(id) {
+                        s.metadata = metadata.clone();
+                        s.version = *seq;
                     }
                 }
             }
         }
-        if inserts.len() >= PARALLEL_INSERT_MIN {
-            let refs: Vec<(&[f32], usize)> =
-                inserts.iter().map(|(v, i)| (v.as_slice(), *i)).collect();
-            self.graph.parallel_insert_slice(&refs);
-        } else {
-            for (v, i) in &inserts {
-                self.graph.insert_slice((v, *i));
-            }
+    }
+
+    /// Links up to `max` staged slots (oldest first) with `threads` threads; returns how many.
+    pub fn link_pending(&self, threads: usize, max: usize) -> usize {
+        let _only_linker = self.linking.lock();
+        let from = self.linked.load(Ordering::Acquire);
+        let to = self.table.read().slots.len().min(from.saturating_add(max));
+        if to <= from {
+            return 0;
         }
+        let next = AtomicUsize::new(from);
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= to {
+                break;
+            }
+            self.graph.link(i as u32);
+        };
+        if threads <= 1 || to - from < PARALLEL_LINK_MIN {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 1..threads {
+                    s.spawn(work);
+                }
+                work();
+            });
+        }
+        self.linked.store(to, Ordering::Release);
+        to - from
+    }
+
+    /// Links every staged slot.
+    pub fn link_all(&self, threads: usize) {
+        while self.link_pending(threads, usize::MAX) > 0 {}
     }
 
     /// Top-k of this partition: exactly `min(k, live points passing the filter)` hits, best first.
     pub fn search(&self, q: &PartitionQuery<'_>, tuning: &SearchTuning) -> (Vec<Hit>, SearchPath) {
         let t = self.table.read();
+        let g = self.graph.read();
         let want = q.k.min(t.live());
         if want == 0 {
             return (Vec::new(), SearchPath::Exact);
         }
         let exact = t.live() <= tuning.exact_scan_max_points
             || q.filter
-                .is_some_and(|f| estimate_selectivity(&t, f) < tuning.exact_scan_selectivity);
-        let table = &*t;
-        let allowed = |i: usize| {
-            table.is_live(i)
-                && q.filter
-                    .is_none_or(|f| f.matches(table.slots[i].metadata.as_deref()))
-        };
-        let view = self.view.read().clone();
-        let view = view.filter(|v| {
-            let delta = t.slots.len().saturating_sub(v.covered()) + v.missing().len();
-            delta <= tuning.view_max_delta.max(v.covered() / 8)
-        });
-        if let (false, Some(v)) = (exact, view) {
-            let found = v.search(q.vector, q.k, q.ef, &allowed);
+                .is_some_and(|f| t.selectivity(f) < tuning.exact_scan_selectivity);
+        if !exact {
+            // Read before the graph search: every slot below it is reachable in the graph,
+            // every slot above is scanned (one linked meanwhile may be found twice: skipped).
+            let linked = self.linked.load(Ordering::Acquire).min(t.slots.len());
+            let allowed = |i: u32| t.admits(i as usize, q.filter);
+            let found = g.search(q.vector, q.k, q.ef.max(q.k), &allowed);
             let mut hits: Vec<Hit> = found
                 .iter()
-                .map(|(_, i)| self.hit(&t.slots[*i], q))
+                .filter_map(|(_, i)| self.hit(&t, &g, *i as usize, q))
                 .collect();
-            // Slots the view does not cover: scanned exactly.
-            let delta = (v.covered()..t.slots.len()).chain(v.missing().iter().map(|i| *i as usize));
-            hits.extend(self.top_k(&t, q, delta));
-            if hits.len() >= want {
-                hits.sort_by(Hit::rank_cmp);
-                hits.truncate(want);
-                return (hits, SearchPath::View);
+            if linked < t.slots.len() {
+                let unlinked = (linked..t.slots.len())
+                    .filter(|i| !found.iter().any(|(_, f)| *f as usize == *i));
+                hits.extend(self.top_k(&t, &g, q, unlinked));
             }
-        } else if !exact {
-            let ef = q.ef.max(q.k);
-            let found = if q.filter.is_none() && t.dead() == 0 {
-                self.graph.search(q.vector, q.k, ef)
-            } else {
-                let table = &*t;
-                let allowed = |i: &usize| {
-                    table.is_live(*i)
-                        && q.filter
-                            .is_none_or(|f| f.matches(table.slots[*i].metadata.as_deref()))
-                };
-                self.graph.search_filter(q.vector, q.k, ef, Some(&allowed))
-            };
-            let mut hits: Vec<Hit> = found
-                .iter()
-                .filter(|n| t.is_live(n.d_id))
-                .map(|n| self.hit(&t.slots[n.d_id], q))
-                .collect();
-            // A graph search can come back short (a very selective filter, a graph still
-            // being filled); the contract wants exactly min(k, matches), so fall back to a scan.
+            // A graph search can come back short (a very selective filter); the contract wants
+            // exactly min(k, matches), so fall back to a scan.
             if hits.len() >= want {
                 hits.sort_by(Hit::rank_cmp);
                 hits.truncate(want);
                 return (hits, SearchPath::Graph);
             }
         }
-        (self.scan(&t, q), SearchPath::Exact)
+        (self.top_k(&t, &g, q, 0..t.slots.len()), SearchPath::Exact)
     }
 
-    fn hit(&self, s: &Slot, q: &PartitionQuery<'_>) -> Hit {
-        let (score, distance) = exact_score(self.spec.metric, q.vector, &s.vector);
-        Hit {
+    fn hit(
+        &self,
+        t: &SlotTable,
+        g: &GraphRead<'_>,
+        i: usize,
+        q: &PartitionQuery<'_>,
+    ) -> Option<Hit> {
+        let s = t.slots.get(i)?;
+        let v = g.vector(i as u32)?;
+        let (score, distance) = exact_score(self.spec.metric, q.vector, v);
+        Some(Hit {
             id: s.id.clone(),
             score,
             distance,
@@ -427,32 +346,30 @@ impl Partition {
             } else {
                 None
             },
-            vector: q.with_vector.then(|| s.vector.to_vec()),
-        }
-    }
-
-    /// Exact top-k over every live slot passing the filter.
-    fn scan(&self, t: &SlotTable, q: &PartitionQuery<'_>) -> Vec<Hit> {
-        self.top_k(t, q, 0..t.slots.len())
+            vector: q.with_vector.then(|| v.to_vec()),
+        })
     }
 
     /// Exact top-k over the given slots (live ones passing the filter), best first.
     fn top_k(
         &self,
         t: &SlotTable,
+        g: &GraphRead<'_>,
         q: &PartitionQuery<'_>,
         slots: impl Iterator<Item = usize>,
     ) -> Vec<Hit> {
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(q.k + 1);
         for i in slots {
-            let Some(s) = t.slots.get(i) else { continue };
-            if !s.live || q.filter.is_some_and(|f| !f.matches(s.metadata.as_deref())) {
+            if !t.admits(i, q.filter) {
                 continue;
             }
-            let (score, _) = exact_score(self.spec.metric, q.vector, &s.vector);
+            let Some(v) = g.vector(i as u32) else {
+                continue;
+            };
+            let (score, _) = exact_score(self.spec.metric, q.vector, v);
             let cand = Ranked {
                 score,
-                id: s.id.clone(),
+                id: t.slots[i].id.clone(),
                 slot: i,
             };
             if heap.len() < q.k {
@@ -464,7 +381,7 @@ impl Partition {
         }
         let mut hits: Vec<Hit> = heap
             .into_iter()
-            .map(|r| self.hit(&t.slots[r.slot], q))
+            .filter_map(|r| self.hit(t, g, r.slot, q))
             .collect();
         hits.sort_by(Hit::rank_cmp);
         hits
@@ -498,140 +415,6 @@ impl PartialEq for Ranked {
 }
 impl Eq for Ranked {}
 
-/// Fraction of live points a filter matches, from an evenly spaced sample of slots.
-fn estimate_selectivity(t: &SlotTable, f: &Filter) -> f64 {
-    let step = (t.slots.len() / SELECTIVITY_SAMPLE).max(1);
-    let (mut seen, mut hit) = (0usize, 0usize);
-    for s in t.slots.iter().step_by(step).filter(|s| s.live) {
-        seen += 1;
-        if f.matches(s.metadata.as_deref()) {
-            hit += 1;
-        }
-    }
-    if seen == 0 {
-        0.0
-    } else {
-        hit as f64 / seen as f64
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn spec(metric: Metric) -> PartitionSpec {
-        PartitionSpec {
-            metric,
-            dimension: 4,
-            hnsw: HnswParams {
-                m: 16,
-                ef_construction: 100,
-                ef_search: 64,
-            },
-        }
-    }
-
-    fn upsert(id: &str, v: [f32; 4], tag: i64) -> Op {
-        Op::Upsert {
-            id: id.into(),
-            vector: v.to_vec(),
-            metadata: json!({ "tag": tag }).as_object().cloned().map(Arc::new),
-        }
-    }
-
-    fn graph_tuning() -> SearchTuning {
-        SearchTuning {
-            view_max_delta: 0,
-            exact_scan_max_points: 0,
-            exact_scan_selectivity: 0.0,
-        }
-    }
-
-    #[test]
-    fn replaced_and_deleted_points_are_never_returned() {
-        let p = Partition::new(spec(Metric::L2));
-        let ops: Vec<(u64, Op)> = (0..200)
-            .map(|i| {
-                (
-                    i as u64 + 1,
-                    upsert(&format!("p{i}"), [i as f32, 0.0, 0.0, 0.0], i % 2),
-                )
-            })
-            .collect();
-        p.apply(&ops);
-        p.apply(&[
-            (300, Op::Delete { id: "p0".into() }),
-            (301, upsert("p1", [1000.0, 0.0, 0.0, 0.0], 1)),
-        ]);
-        let q = [0.0f32; 4];
-        let query = PartitionQuery {
-            vector: &q,
-            k: 3,
-            ef: 64,
-            filter: None,
-            with_vector: false,
-            with_metadata: true,
-        };
-        let (hits, path) = p.search(&query, &graph_tuning());
-        assert_eq!(path, SearchPath::Graph);
-        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_ref()).collect();
-        assert_eq!(ids, ["p2", "p3", "p4"]);
-        assert_eq!(p.live(), 199);
-        let compact = p.compacted();
-        assert_eq!(compact.table().slots.len(), 199);
-        let (hits2, _) = compact.search(&query, &graph_tuning());
-        assert_eq!(hits2, hits);
-        // The flat view answers the same, and covers points added after its freeze by a scan.
-        p.refresh_view();
-        p.apply(&[(302, upsert("fresh", [0.5, 0.0, 0.0, 0.0], 0))]);
-        let view_tuning = SearchTuning {
-            view_max_delta: 16,
-            ..graph_tuning()
-        };
-        let (hits3, path) = p.search(&query, &view_tuning);
-        assert_eq!(path, SearchPath::View);
-        let ids: Vec<&str> = hits3.iter().map(|h| h.id.as_ref()).collect();
-        assert_eq!(ids, ["fresh", "p2", "p3"]);
-    }
-
-    #[test]
-    fn selective_filter_returns_exactly_k() {
-        let p = Partition::new(spec(Metric::Cosine));
-        let ops: Vec<(u64, Op)> = (0..500)
-            .map(|i| {
-                let x = i as f32;
-                (
-                    i as u64 + 1,
-                    upsert(&format!("p{i}"), [1.0, x.sin(), x.cos(), 0.5], i % 100),
-                )
-            })
-            .collect();
-        p.apply(&ops);
-        let f = Filter::parse(&json!({"tag": 7})).unwrap();
-        let q = to_graph_form(Metric::Cosine, &[1.0, 0.0, 1.0, 0.0]);
-        let query = PartitionQuery {
-            vector: &q,
-            k: 10,
-            ef: 16,
-            filter: Some(&f),
-            with_vector: true,
-            with_metadata: true,
-        };
-        for tuning in [
-            graph_tuning(),
-            SearchTuning {
-                view_max_delta: 0,
-                exact_scan_max_points: 0,
-                exact_scan_selectivity: 0.05,
-            },
-        ] {
-            let (hits, _) = p.search(&query, &tuning);
-            assert_eq!(hits.len(), 5, "5 points carry tag 7");
-            assert!(hits
-                .iter()
-                .all(|h| h.metadata.as_ref().unwrap()["tag"] == 7));
-            assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-        }
-    }
-}
+#[path = "hnsw_tests.rs"]
+mod tests;

@@ -1,8 +1,9 @@
-//! The actix-free vector engine: SIMD distances, the filter language, HNSW partitions.
+//! The actix-free vector engine: distances, the filter language, our HNSW graph and the
+//! partitions built on it.
 
 pub mod distance;
 pub mod filter;
 pub mod graph;
 pub mod hnsw;
 mod slab;
-pub mod view;
+mod slots;

@@ -1,15 +1,18 @@
 //! `VectorSlab`: the graph's nodes, contiguous by id, each row its layer-0 neighbour list
-//! (`links` atomic words: count, ids) followed by its vector — hnswlib's layout, so expanding a
-//! node whose distance was just computed finds its list in the cache lines already loaded. A
-//! vector is written once per row while other threads read other rows. This is the one place of the engine that needs `unsafe`: Rust has no
-//! safe way to let one thread fill row `i` of a shared buffer while others run SIMD kernels over
-//! rows they reached through the graph, and every safe alternative measured cost a pointer chase
-//! or a lock per distance (docs/ARCHITECTURE.md, "Our own graph").
+//! (`links` atomic words: count, ids), one scale word (the inverse norm for cosine, so the
+//! stored vector stays the client's own, exactly) and its vector — hnswlib's layout, so
+//! expanding a node whose distance was just computed finds its list in the cache lines already
+//! loaded. A vector is written once per row while other threads read other rows. This is the
+//! one place of the engine that needs `unsafe`: Rust has no safe way to let one thread fill row
+//! `i` of a shared buffer while others run SIMD kernels over rows they reached through the
+//! graph, and every safe alternative measured cost a pointer chase or a lock per distance
+//! (docs/ARCHITECTURE.md, "Our own graph").
 //!
 //! The contract (`write`'s safety section) is kept by `graph.rs`: a row is written by the one
-//! thread that claimed its id (a compare-and-swap on the node's level), before the node is
-//! published with a release store; readers only reach rows of published nodes, through links and
-//! the entry point read with acquire loads. So every read of a row happens after its write.
+//! thread that claimed its id (a compare-and-swap on the node's state), before the node's state
+//! says "staged" with a release store; readers only read rows of nodes whose state they loaded
+//! with acquire as staged or later (directly, or through links and the entry point, which only
+//! name published nodes). So every read of a row happens after its write.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::AtomicU32;
@@ -28,17 +31,30 @@ unsafe impl Sync for VectorSlab {}
 
 impl VectorSlab {
     pub fn new(dim: usize, links: usize, rows: usize) -> VectorSlab {
+        VectorSlab::from_words(dim, links, rows, std::iter::empty())
+    }
+
+    /// A slab of `rows` rows filled from raw row words (a snapshot), zero past their end.
+    pub fn from_words(
+        dim: usize,
+        links: usize,
+        rows: usize,
+        words: impl Iterator<Item = u32>,
+    ) -> VectorSlab {
+        let len = (links + 1 + dim) * rows;
+        let mut cells: Vec<UnsafeCell<f32>> = Vec::with_capacity(len);
+        cells.extend(words.take(len).map(|w| UnsafeCell::new(f32::from_bits(w))));
+        cells.resize_with(len, || UnsafeCell::new(0.0));
         VectorSlab {
             dim,
             links,
-            cells: (0..(links + dim) * rows)
-                .map(|_| UnsafeCell::new(0.0))
-                .collect(),
+            cells: cells.into_boxed_slice(),
         }
     }
 
-    fn stride(&self) -> usize {
-        self.links + self.dim
+    /// Words per row: list, scale, vector.
+    pub fn stride(&self) -> usize {
+        self.links + 1 + self.dim
     }
 
     /// Row `i`'s layer-0 list words. Only ever accessed atomically.
@@ -54,28 +70,34 @@ impl VectorSlab {
     /// A copy with `rows` rows (the first rows copied). Needs exclusive access: no writer or
     /// reader can be inside.
     pub fn grown(&mut self, rows: usize) -> VectorSlab {
-        let mut cells: Vec<UnsafeCell<f32>> = Vec::with_capacity(self.stride() * rows);
-        cells.extend(self.cells.iter_mut().map(|c| UnsafeCell::new(*c.get_mut())));
-        cells.resize_with(self.stride() * rows, || UnsafeCell::new(0.0));
-        VectorSlab {
-            dim: self.dim,
-            links: self.links,
-            cells: cells.into_boxed_slice(),
-        }
+        let words = self.cells.iter_mut().map(|c| c.get_mut().to_bits());
+        VectorSlab::from_words(self.dim, self.links, rows, words)
     }
 
-    /// Row `i`.
+    /// Row `i`'s scale word and vector (written together by `write`).
     #[allow(unsafe_code)]
-    pub fn row(&self, i: usize) -> &[f32] {
+    fn payload(&self, i: usize) -> &[f32] {
         let at = i * self.stride() + self.links;
-        let cells = &self.cells[at..at + self.dim];
+        let cells = &self.cells[at..at + 1 + self.dim];
         // SAFETY: `UnsafeCell<f32>` has the layout of `f32`; the row is not being written (see
         // `write`: rows are written before they can be reached, and never again).
         unsafe { &*(cells as *const [UnsafeCell<f32>] as *const [f32]) }
     }
 
-    /// Asks the CPU to start loading row `i` (a graph search knows the next rows it will read
-    /// one step ahead; a prefetch never faults and changes no memory).
+    /// Row `i`'s vector.
+    #[inline]
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.payload(i)[1..]
+    }
+
+    /// Row `i`'s scale (multiplies its dot products; 1 unless cosine).
+    #[inline]
+    pub fn scale(&self, i: usize) -> f32 {
+        self.payload(i)[0]
+    }
+
+    /// Asks the CPU to start loading row `i`'s vector (a graph search knows the next rows it
+    /// will read one step ahead; a prefetch never faults and changes no memory).
     #[inline]
     #[allow(unsafe_code)]
     pub fn prefetch(&self, i: usize) {
@@ -92,19 +114,20 @@ impl VectorSlab {
         let _ = i;
     }
 
-    /// Writes row `i`.
+    /// Writes row `i`'s scale and vector.
     ///
     /// # Safety
-    /// No other thread may read or write row `i` during this call: the caller holds the only
-    /// claim on node `i`, and the node is not yet reachable (published afterwards with a
-    /// release store that readers acquire before they read the row).
+    /// No other thread may read or write row `i`'s scale or vector during this call: the caller
+    /// holds the only claim on node `i`, and the node's state says "staged" only afterwards,
+    /// with a release store that readers acquire before they read the row.
     #[allow(unsafe_code)]
-    pub unsafe fn write(&self, i: usize, v: &[f32]) {
+    pub unsafe fn write(&self, i: usize, v: &[f32], scale: f32) {
         let at = i * self.stride() + self.links;
-        let cells = &self.cells[at..at + self.dim];
-        for (c, x) in cells.iter().zip(v) {
+        let cells = &self.cells[at..at + 1 + self.dim];
+        let values = std::iter::once(scale).chain(v.iter().copied());
+        for (c, x) in cells.iter().zip(values) {
             // SAFETY: by this function's contract, nobody else touches this row now.
-            unsafe { *c.get() = *x };
+            unsafe { *c.get() = x };
         }
     }
 }

@@ -231,7 +231,6 @@ impl Handler<ShardSearch> for ShardActor {
                     &tuning,
                 );
                 let path = match path {
-                    SearchPath::View => "view",
                     SearchPath::Graph => "graph",
                     SearchPath::Exact => "exact",
                 };

@@ -67,6 +67,15 @@ impl ShardState {
         self.seq.store(s, Ordering::Release);
     }
 
+    /// `ruvector_shard_unindexed{collection,shard}`: points acknowledged, not yet linked.
+    pub(super) fn publish_unindexed(&self, n: usize) {
+        let labels = [
+            ("collection", self.collection.to_string()),
+            ("shard", self.shard.to_string()),
+        ];
+        metrics::gauge!("ruvector_shard_unindexed", &labels).set(n as f64);
+    }
+
     pub(super) fn publish_gauges(&self) {
         let p = self.partition();
         let t = p.table();

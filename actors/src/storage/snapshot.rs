@@ -1,30 +1,34 @@
-//! Snapshots of a partition: its slot table (`points.bin`) and its graph (hnsw_rs's own dump),
-//! with a manifest of checksums, written to a temporary directory and renamed into place.
+//! Snapshots of a partition: its slot table (`points.bin`: ids, metadata, versions) and its graph
+//! (`graph.bin`: every node's list, vector and state — the one copy of the vectors), with a
+//! manifest of checksums, written to a temporary directory and renamed into place. A restart
+//! loads the graph as it was, so only the log after the snapshot is replayed (and staged, not
+//! linked: the shard links it in the background while it serves).
 //!
-//! Loading verifies every checksum before hnsw_rs sees a byte (its loader asserts on bad input).
-//! A snapshot whose graph cannot be used still gives its points, and the graph is rebuilt from
-//! them; one whose points are damaged is skipped for an older one. The writer keeps the previous
-//! snapshot and the log after it until a newer one is verified, so that fallback loses nothing;
-//! when even that is gone, the shard reports a hole instead of starting with less.
+//! Loading verifies every checksum, then the graph's own structure (`Graph::read_from`), and
+//! that every slot has its vector. A snapshot that fails any of it is skipped for an older one.
+//! The writer keeps the previous snapshot and the log after it until a newer one is verified, so
+//! that fallback loses nothing; when even that is gone, the shard reports a hole instead of
+//! starting with less. Format 1 (round 1: vectors in `points.bin`, an hnsw_rs dump beside them)
+//! still loads: its live points are linked into a new graph.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hnsw_rs::prelude::{AnnT, HnswIo};
 use serde::{Deserialize, Serialize};
 
 use super::wal::sync_dir;
-use crate::index::distance::SimdDistance;
+use crate::index::graph::Graph;
 use crate::index::hnsw::{Partition, PartitionSpec, Slot, SlotTable};
 
 const PREFIX: &str = "snapshot-";
 const TMP: &str = "snapshot.tmp";
 const POINTS: &str = "points.bin";
 const MANIFEST: &str = "manifest.json";
-const GRAPH_BASENAME: &str = "graph";
-const FORMAT: u32 = 1;
+const GRAPH: &str = "graph.bin";
+/// 2: vectors live in `graph.bin`. 1: vectors in `points.bin`, hnsw_rs's dump (read, never written).
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
@@ -42,10 +46,20 @@ struct FileSum {
     crc32: u32,
 }
 
+/// A slot in format 1 (with its vector).
+#[derive(Serialize, Deserialize)]
+struct WireSlotV1 {
+    id: String,
+    vector: Vec<f32>,
+    metadata: Option<String>,
+    version: u64,
+    live: bool,
+}
+
+/// A slot in format 2 (its vector is the graph's row of the same number).
 #[derive(Serialize, Deserialize)]
 struct WireSlot {
     id: String,
-    vector: Vec<f32>,
     metadata: Option<String>,
     version: u64,
     live: bool,
@@ -54,9 +68,9 @@ struct WireSlot {
 /// How a loaded partition got its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphSource {
-    /// Loaded from the snapshot's graph dump: no rebuild.
+    /// Loaded from the snapshot's graph: no rebuild.
     Snapshot,
-    /// Rebuilt from the snapshot's points (graph dump missing or unusable).
+    /// Linked anew from a format-1 snapshot's points.
     Rebuilt,
 }
 
@@ -132,7 +146,6 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io
                 .map_err(io::Error::other)?;
             let wire = WireSlot {
                 id: s.id.to_string(),
-                vector: s.vector.to_vec(),
                 metadata,
                 version: s.version,
                 live: s.live,
@@ -143,14 +156,12 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io
             w.write_all(&buf)?;
         }
         w.flush()?;
+        let mut g = BufWriter::with_capacity(1 << 20, File::create(tmp.join(GRAPH))?);
+        p.graph().write_to(&mut g, t.slots.len())?;
+        g.flush()?;
         t.slots.len() as u64
     };
-    let has_graph = p.graph().get_nb_point() > 0;
-    if has_graph {
-        p.graph()
-            .file_dump(&tmp, GRAPH_BASENAME)
-            .map_err(|e| io::Error::other(format!("graph dump: {e}")))?;
-    }
+    let has_graph = true;
     let mut files = Vec::new();
     for entry in fs::read_dir(&tmp)? {
         files.push(file_sum(&entry?.path())?);
@@ -211,7 +222,7 @@ pub fn set_aside(dir: &Path) {
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     let text = fs::read(dir.join(MANIFEST)).map_err(|e| format!("manifest: {e}"))?;
     let m: Manifest = serde_json::from_slice(&text).map_err(|e| format!("manifest: {e}"))?;
-    if m.format != FORMAT {
+    if m.format != FORMAT && m.format != 1 {
         return Err(format!("unknown snapshot format {}", m.format));
     }
     Ok(m)
@@ -225,7 +236,12 @@ fn verify(dir: &Path, sum: &FileSum) -> Result<(), String> {
     Ok(())
 }
 
-fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
+/// Reads `points.bin`'s records with `decode`.
+fn read_records<T>(
+    dir: &Path,
+    expected: u64,
+    decode: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let mut r = BufReader::with_capacity(
         1 << 20,
         File::open(dir.join(POINTS)).map_err(|e| e.to_string())?,
@@ -238,46 +254,69 @@ fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
             "points.bin holds {n} slots, manifest says {expected}"
         ));
     }
-    let mut slots = Vec::with_capacity(n as usize);
+    let mut out = Vec::with_capacity(n.min(1 << 24) as usize);
     let mut buf = Vec::new();
     for _ in 0..n {
         let mut len = [0u8; 4];
         r.read_exact(&mut len).map_err(|e| e.to_string())?;
         buf.resize(u32::from_le_bytes(len) as usize, 0);
         r.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        let w: WireSlot = postcard::from_bytes(&buf).map_err(|e| e.to_string())?;
-        let metadata = w
-            .metadata
-            .map(|t| serde_json::from_str(&t).map(Arc::new))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        slots.push(Slot {
-            id: Arc::from(w.id),
-            vector: w.vector.into_boxed_slice(),
-            metadata,
-            version: w.version,
-            live: w.live,
-        });
+        out.push(decode(&buf)?);
     }
-    Ok(slots)
+    Ok(out)
 }
 
-fn load_graph(
-    dir: &Path,
-    spec: &PartitionSpec,
-) -> Result<hnsw_rs::prelude::Hnsw<'static, f32, SimdDistance>, String> {
-    // hnsw_rs ties the graph's lifetime to the loader's (for its mmap mode, unused here); the
-    // loader is a few paths and flags, leaked once per shard load so the graph can be 'static.
-    let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, GRAPH_BASENAME)));
-    let dist = SimdDistance {
-        metric: spec.metric,
+fn metadata_of(text: Option<String>) -> Result<Option<Arc<crate::types::Metadata>>, String> {
+    text.map(|t| serde_json::from_str(&t).map(Arc::new))
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
+    read_records(dir, expected, |buf| {
+        let w: WireSlot = postcard::from_bytes(buf).map_err(|e| e.to_string())?;
+        Ok(Slot {
+            id: Arc::from(w.id),
+            metadata: metadata_of(w.metadata)?,
+            version: w.version,
+            live: w.live,
+        })
+    })
+}
+
+/// Format 1's live points with their vectors (dead slots carried none).
+fn read_points_v1(dir: &Path, expected: u64) -> Result<Vec<(Slot, Vec<f32>)>, String> {
+    let all = read_records(dir, expected, |buf| {
+        let w: WireSlotV1 = postcard::from_bytes(buf).map_err(|e| e.to_string())?;
+        let slot = Slot {
+            id: Arc::from(w.id),
+            metadata: metadata_of(w.metadata)?,
+            version: w.version,
+            live: w.live,
+        };
+        Ok((slot, w.vector))
+    })?;
+    Ok(all.into_iter().filter(|(s, _)| s.live).collect())
+}
+
+/// The graph of a format-2 snapshot, checked against its slots.
+fn load_graph(dir: &Path, spec: &PartitionSpec, slots: usize) -> Result<Graph, String> {
+    let mut r = BufReader::with_capacity(
+        1 << 20,
+        File::open(dir.join(GRAPH)).map_err(|e| format!("{GRAPH}: {e}"))?,
+    );
+    let params = crate::index::graph::GraphParams {
+        dim: spec.dimension,
+        m: spec.hnsw.m,
+        ef_construction: spec.hnsw.ef_construction,
     };
-    // hnsw_rs asserts on malformed input; checksums were verified first, this is the last guard.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        io.load_hnsw_with_dist(dist)
-    }))
-    .map_err(|_| "graph loader panicked".to_string())?
-    .map_err(|e| e.to_string())
+    let g = Graph::read_from(&mut r, params, spec.metric).map_err(|e| format!("{GRAPH}: {e}"))?;
+    let read = g.read();
+    if let Some(i) = (0..slots as u32).find(|i| read.vector(*i).is_none()) {
+        return Err(format!("{GRAPH}: slot {i} has no vector"));
+    }
+    drop(read);
+    Ok(g)
 }
 
 /// What looking for a snapshot found.
@@ -296,6 +335,34 @@ impl Found {
     }
 }
 
+/// One snapshot whose files passed their checksums.
+fn load_snapshot(
+    dir: &Path,
+    manifest: &Manifest,
+    spec: PartitionSpec,
+    seq: u64,
+) -> Result<Loaded, String> {
+    if manifest.format == 1 {
+        let points = read_points_v1(dir, manifest.slots)?;
+        if let Some((s, _)) = points.iter().find(|(_, v)| v.len() != spec.dimension) {
+            return Err(format!("point {} has the wrong dimension", s.id));
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Ok(Loaded {
+            seq,
+            partition: Partition::build(spec, points, threads),
+            graph: GraphSource::Rebuilt,
+        });
+    }
+    let slots = read_slots(dir, manifest.slots)?;
+    let graph = load_graph(dir, &spec, slots.len())?;
+    Ok(Loaded {
+        seq,
+        partition: Partition::from_parts(spec, graph, SlotTable::from_slots(slots)),
+        graph: GraphSource::Snapshot,
+    })
+}
+
 /// Loads the newest usable snapshot, falling back to older ones past damaged ones.
 pub fn load_latest(shard_dir: &Path, spec: PartitionSpec) -> io::Result<Found> {
     let _ = fs::remove_dir_all(shard_dir.join(TMP));
@@ -310,47 +377,18 @@ pub fn load_latest(shard_dir: &Path, spec: PartitionSpec) -> io::Result<Found> {
                 continue;
             }
         };
-        let points_ok = manifest
+        let loaded = manifest
             .files
             .iter()
-            .find(|f| f.name == POINTS)
-            .ok_or_else(|| "points.bin missing".to_string())
-            .and_then(|f| verify(&dir, f))
-            .and_then(|_| read_slots(&dir, manifest.slots));
-        let slots = match points_ok {
-            Ok(s) => s,
+            .try_for_each(|f| verify(&dir, f))
+            .and_then(|_| load_snapshot(&dir, &manifest, spec, seq));
+        let loaded = match loaded {
+            Ok(l) => l,
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "snapshot damaged: falling back to an older one");
                 metrics::counter!("ruvector_snapshot_fallbacks_total").increment(1);
                 damaged.push((seq, dir));
                 continue;
-            }
-        };
-        let graph = if manifest.has_graph {
-            manifest
-                .files
-                .iter()
-                .filter(|f| f.name != POINTS)
-                .try_for_each(|f| verify(&dir, f))
-                .and_then(|_| load_graph(&dir, &spec))
-        } else {
-            Err("snapshot has no graph (empty partition)".into())
-        };
-        let loaded = match graph {
-            Ok(g) => Loaded {
-                seq,
-                partition: Partition::from_parts(spec, g, SlotTable::from_slots(slots)),
-                graph: GraphSource::Snapshot,
-            },
-            Err(e) => {
-                if manifest.has_graph {
-                    tracing::warn!(dir = %dir.display(), error = %e, "graph dump unusable: rebuilding from snapshot points");
-                }
-                Loaded {
-                    seq,
-                    partition: Partition::build(spec, slots),
-                    graph: GraphSource::Rebuilt,
-                }
             }
         };
         return Ok(Found {
