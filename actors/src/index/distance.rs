@@ -71,7 +71,7 @@ impl SimdDistance {
 /// 2,826–3,014 to 3,938–6,471 QPS at ef 64 (docs/ARCHITECTURE.md, "Our own graph"). Ordering
 /// needs no f64: the inputs' norms are bounded by validation. `dot_scale` multiplies the dot
 /// product (the inverse norms of cosine's stored vectors; 1 otherwise) and is ignored by l2.
-#[inline]
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
 pub fn graph_distance(metric: Metric, a: &[f32], b: &[f32], dot_scale: f32) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0f32; LANES];

@@ -139,13 +139,17 @@ impl Graph {
                     }
                     *stamp = epoch;
                     let d = self.dq(s, q, qs, nb);
-                    let worst = results.peek().map(|(D(w), _)| *w);
-                    if results.len() < ef || worst.is_some_and(|w| d < w) {
+                    let full = results.len() >= ef;
+                    if !full || results.peek().is_some_and(|(D(w), _)| d < *w) {
                         candidates.push(Reverse((D(d), nb)));
                         if allowed(nb) {
-                            results.push((D(d), nb));
-                            if results.len() > ef {
-                                results.pop();
+                            if full {
+                                // Replacing the worst is one sift instead of a push and a pop.
+                                if let Some(mut worst) = results.peek_mut() {
+                                    *worst = (D(d), nb);
+                                }
+                            } else {
+                                results.push((D(d), nb));
                             }
                         }
                     }

@@ -306,7 +306,15 @@ impl Partition {
             // every slot above is scanned (one linked meanwhile may be found twice: skipped).
             let linked = self.linked.load(Ordering::Acquire).min(t.slots.len());
             let allowed = |i: u32| t.admits(i as usize, q.filter);
-            let found = g.search(q.vector, q.k, q.ef.max(q.k), &allowed);
+            // Without a filter or tombstones every node reached is a live point: skip the slot
+            // lookup (a cache miss per candidate otherwise).
+            let everyone = |_: u32| true;
+            let allowed: &dyn Fn(u32) -> bool = if q.filter.is_none() && t.dead() == 0 {
+                &everyone
+            } else {
+                &allowed
+            };
+            let found = g.search(q.vector, q.k, q.ef.max(q.k), allowed);
             let mut hits: Vec<Hit> = found
                 .iter()
                 .filter_map(|(_, i)| self.hit(&t, &g, *i as usize, q))
