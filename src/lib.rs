@@ -23,8 +23,9 @@
 //! 4. The engine (`ruvector_actors`): router, shards, hub, storage.
 //!
 //! A REST search: `server` → actix-web → `http::guard` (gate) → `http::search` →
-//! `service::search` → `Router` (`Lookup`) → every `ShardActor` on the search pool → merged
-//! hits → JSON. A WebSocket search: `server` → `stream::accept` (upgrade) →
+//! `service::search` → the collection from the shared catalogue → shard after shard on this
+//! thread (small unfiltered searches) or every `ShardActor` on the search pool → merged hits →
+//! JSON. A WebSocket search: `server` → `stream::accept` (upgrade) →
 //! `stream::session` → `service::search::search_ranked` → the same engine path → `result`
 //! frames sent as the outbound queue drains.
 //!
@@ -89,6 +90,7 @@ pub async fn start(
     ));
     let router = Router::new(settings.engine(), router_engine.clone(), hub.clone())?;
     let pool = router.pool();
+    let catalogue = router.catalogue();
     let router = Router::start_in_arbiter(&engine, move |_| router);
     let lifecycle = Arc::new(Lifecycle::default());
     let streams = Streams::new(settings.stream.clone(), lifecycle.clone());
@@ -108,6 +110,7 @@ pub async fn start(
 
     let state = web::Data::new(AppState {
         router: router.clone(),
+        catalogue,
         settings: settings.clone(),
         lifecycle: lifecycle.clone(),
         prometheus,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::Addr;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ruvector_actors::Hub;
-use ruvector_actors::{Coordinators, Router};
+use ruvector_actors::{Catalogue, Coordinators, Router};
 
 use crate::auth::Auth;
 use crate::lifecycle::Lifecycle;
@@ -18,6 +18,8 @@ use crate::supervise::Supervisor;
 
 pub struct AppState {
     pub router: Addr<Router>,
+    /// The router's installed collections, looked up without a message.
+    pub catalogue: Catalogue,
     pub settings: Arc<Settings>,
     pub lifecycle: Arc<Lifecycle>,
     pub prometheus: Option<PrometheusHandle>,

@@ -409,3 +409,64 @@ fn a_full_search_pool_answers_overloaded_with_retry_after() {
     };
     assert_eq!(r["results"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn searches_on_the_request_thread_answer_like_the_pool_and_follow_deletes() {
+    let s = Server::start(&[]);
+    s.ok(
+        "PUT",
+        "/api/v1/collections/inline",
+        Some(&json!({"dimension": 16, "metric": "l2", "shards": 2})),
+    );
+    // Past index.exact_scan_max_points (1,024) per shard: searches go through the graph.
+    let data = common::clustered(4_000, 16, 8, 0.3, 11);
+    let points: Vec<Value> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"id": format!("p{i}"), "vector": v, "metadata": {"all": true}}))
+        .collect();
+    s.ok(
+        "PUT",
+        "/api/v1/collections/inline/points",
+        Some(&json!({ "points": points })),
+    );
+    for q in data.iter().step_by(97) {
+        // No filter, default ef: runs on the request's thread. A filter every point passes
+        // (same graph search) goes to the search pool. Both must answer the same ranking.
+        let inline = s.ok(
+            "POST",
+            "/api/v1/collections/inline/points/search",
+            Some(&json!({"vector": q, "k": 10})),
+        );
+        let pooled = s.ok(
+            "POST",
+            "/api/v1/collections/inline/points/search",
+            Some(&json!({"vector": q, "k": 10, "filter": {"all": true}})),
+        );
+        assert_eq!(ids(&inline), ids(&pooled));
+        assert_eq!(ids(&inline).len(), 10);
+    }
+    // A deleted collection is gone at once for searches too; its successor is the one served.
+    let (st, _) = s.call("DELETE", "/api/v1/collections/inline", None);
+    assert_eq!(st, 204);
+    let (st, e) = s.call(
+        "POST",
+        "/api/v1/collections/inline/points/search",
+        Some(&json!({"vector": data[0], "k": 3})),
+    );
+    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("not_found")));
+    s.ok(
+        "PUT",
+        "/api/v1/collections/inline",
+        Some(&json!({"dimension": 2, "metric": "l2"})),
+    );
+    let (st, e) = s.call(
+        "POST",
+        "/api/v1/collections/inline/points/search",
+        Some(&json!({"vector": data[0], "k": 3})),
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("dimension_mismatch"))
+    );
+}

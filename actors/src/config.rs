@@ -83,6 +83,10 @@ pub struct IndexConfig {
     pub search_queue: usize,
     /// Deadline of one search across all shards.
     pub search_timeout_ms: u64,
+    /// An unfiltered graph search with at most this ef (or k) runs on the requesting thread,
+    /// shard after shard, instead of on the search pool (a thread hand-off costs more than
+    /// such a search); 0 sends every search to the pool.
+    pub inline_search_max_ef: usize,
     /// Bound of each shard actor's mailbox.
     pub shard_mailbox: usize,
 }

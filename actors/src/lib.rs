@@ -21,8 +21,9 @@
 //!
 //! ## Message flow
 //! write: HTTP -> `Router` -> `ShardActor` -> writer thread (log append, fsync per batch, apply,
-//! ack). search: HTTP -> `Router` (`Lookup`: the collection's routing table) -> every
-//! `ShardActor` -> `SearchPool` job -> merged top-k.
+//! ack). search: HTTP -> `Catalogue` (the collection's routing table, written by the `Router`) ->
+//! each shard searched on the caller's thread (small unfiltered searches) or every `ShardActor`
+//! -> `SearchPool` job -> merged top-k.
 
 pub mod config;
 pub mod coord;
@@ -48,7 +49,7 @@ pub use index::filter::Filter;
 pub use pool::SearchPool;
 pub use router::repair::repair_collection;
 pub use router::{
-    Collection, CollectionInfo, CollectionOptions, CreateCollection, DropCollection,
+    Catalogue, Collection, CollectionInfo, CollectionOptions, CreateCollection, DropCollection,
     ListCollections, LoadAll, Lookup, Ranked, RouteWrite, Router, SearchRequest, StopAll,
 };
 pub use shard::WriteOp;

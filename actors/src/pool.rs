@@ -1,5 +1,6 @@
-//! The bounded pool every shard search runs on, so searches never occupy HTTP I/O threads or
-//! actor mailboxes. A full queue refuses the job (`overloaded`) instead of growing. It lives
+//! The bounded pool shard searches run on, so long searches never occupy HTTP I/O threads or
+//! actor mailboxes (small unfiltered graph searches run inline: see `index.inline_search_max_ef`).
+//! A full queue refuses the job (`overloaded`) instead of growing. It lives
 //! beside (not inside) the router and the shards because both use it.
 //!
 //! The pool also keeps the engine's **queueing delay**: how long work waited behind *other
@@ -71,6 +72,7 @@ impl SearchPool {
     pub fn new(threads: usize, queue: usize) -> std::io::Result<SearchPool> {
         let (tx, rx) = crossbeam_channel::bounded::<Queued>(queue);
         let wait = Arc::new(QueueWait::default());
+        metrics::gauge!("ruvector_search_queue_depth").set(0.0);
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             let wait = wait.clone();

@@ -1,70 +1,19 @@
 //! `bench-ann`: build time, durable insert throughput, and recall@k with QPS over an ef sweep,
 //! in process (one partition, the engine alone) and through the HTTP API (the whole server).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use ruvector_actors::index::distance::to_graph_form;
 use ruvector_actors::index::hnsw::{Op, Partition, PartitionQuery, PartitionSpec, SearchTuning};
 use ruvector_actors::shard::load::load_partition;
 use ruvector_actors::storage::snapshot;
 use ruvector_actors::storage::wal::ReplayMode;
 use ruvector_actors::types::{HnswParams, Metric};
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
 use crate::data;
-
-/// One point of the ef sweep.
-#[derive(Debug, Clone, Serialize)]
-pub struct SweepRow {
-    pub mode: &'static str,
-    pub ef: usize,
-    pub recall: f64,
-    pub qps_1_thread: f64,
-    pub qps_all_threads: f64,
-    pub threads: usize,
-    pub p50_us: u64,
-    pub p99_us: u64,
-}
-
-pub struct Dataset<'a> {
-    pub base: &'a [Vec<f32>],
-    pub queries: &'a [Vec<f32>],
-    pub truth: &'a [Vec<u32>],
-    pub k: usize,
-    pub metric: Metric,
-}
-
-fn recall(truth: &[u32], got: &[u32], k: usize) -> usize {
-    let t = &truth[..k.min(truth.len())];
-    got.iter().take(k).filter(|g| t.contains(g)).count()
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3)
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
-}
-
-/// Runs `one(query index)` over all queries on `threads` threads; returns QPS.
-fn parallel_qps(n: usize, threads: usize, one: &(dyn Fn(usize) + Sync)) -> f64 {
-    let next = AtomicUsize::new(0);
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                one(i);
-            });
-        }
-    });
-    n as f64 / t.elapsed().as_secs_f64()
-}
+use crate::sweep::{histogram, parallel_qps, recall, Dataset, SweepRow};
 
 /// The ef sweep of one engine: per ef, recall@k and 1-thread QPS (best of three passes: the
 /// machine is shared and noisy; `compare_hnswlib.py` does the same), latency percentiles, and
@@ -105,6 +54,8 @@ fn sweep(
                 threads,
                 p50_us: h.value_at_quantile(0.5),
                 p99_us: h.value_at_quantile(0.99),
+                server_cpu_us: None,
+                server_p50_us: None,
             }
         })
         .collect()
@@ -199,171 +150,6 @@ pub fn restart(p: &Partition) -> Result<(Duration, Duration), String> {
     Ok((wrote, load))
 }
 
-pub struct HttpReport {
-    pub insert: Duration,
-    pub rows: Vec<SweepRow>,
-}
-
-fn check(res: reqwest::Result<reqwest::blocking::Response>, what: &str) -> Result<Value, String> {
-    let res = res.map_err(|e| format!("{what}: {e}"))?;
-    let status = res.status();
-    let body: Value = res.json().unwrap_or(Value::Null);
-    if status.is_success() || status.as_u16() == 204 {
-        Ok(body)
-    } else {
-        Err(format!("{what}: HTTP {status}: {body}"))
-    }
-}
-
-/// Waits (at most two minutes) until the server's `ruvector_shed_level` is 0.
-fn wait_for_normal_shed_level(client: &reqwest::blocking::Client, url: &str) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(120) {
-        let level = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .and_then(|r| r.text())
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("ruvector_shed_level "))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            });
-        if level.is_none_or(|l| l == 0.0) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Sends a request, waiting as told and sending it again while the server answers 429 or 503
-/// with a `retry_after_ms` (shedding is on, as shipped), for at most two minutes.
-fn send_retrying(
-    make: impl Fn() -> reqwest::blocking::RequestBuilder,
-    what: &str,
-) -> Result<Value, String> {
-    let t = Instant::now();
-    loop {
-        let res = make().send().map_err(|e| format!("{what}: {e}"))?;
-        let status = res.status().as_u16();
-        if matches!(status, 429 | 503) && t.elapsed() < Duration::from_secs(120) {
-            let body: Value = res.json().unwrap_or(Value::Null);
-            let wait = body["retry_after_ms"].as_u64().unwrap_or(1000).min(5000);
-            std::thread::sleep(Duration::from_millis(wait));
-            continue;
-        }
-        return check(Ok(res), what);
-    }
-}
-
-/// The whole server: durable inserts in batches from `threads` clients, then the ef sweep with
-/// one client and with `threads` concurrent clients.
-pub fn http(
-    d: &Dataset,
-    url: &str,
-    hnsw: HnswParams,
-    efs: &[usize],
-    threads: usize,
-    batch: usize,
-) -> Result<HttpReport, String> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = format!("bench-ann-{}", std::process::id());
-    let coll = format!("{url}/api/v1/collections/{name}");
-    let _ = client.delete(&coll).send();
-    check(
-        client.put(&coll).json(&json!({
-            "dimension": d.base[0].len(),
-            "metric": d.metric.as_str(),
-            "hnsw": {"m": hnsw.m, "ef_construction": hnsw.ef_construction, "ef_search": hnsw.ef_search},
-        })).send(),
-        "create collection",
-    )?;
-    let batches: Vec<(usize, &[Vec<f32>])> = d.base.chunks(batch).enumerate().collect();
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None::<String>);
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let b = next.fetch_add(1, Ordering::Relaxed);
-                let Some((c, chunk)) = batches.get(b) else {
-                    break;
-                };
-                let points: Vec<Value> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| json!({"id": (c * batch + i).to_string(), "vector": v}))
-                    .collect();
-                let insert = || {
-                    client
-                        .put(format!("{coll}/points"))
-                        .json(&json!({ "points": &points }))
-                };
-                if let Err(e) = send_retrying(insert, "insert") {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    break;
-                }
-            });
-        }
-    });
-    let insert = t.elapsed();
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    // The bulk load's index building may have raised the shed level; searches are measured once
-    // it is back to normal (they would otherwise measure the throttle, not the search path).
-    wait_for_normal_shed_level(&client, url);
-    let search = |i: usize, ef: usize| -> Result<Vec<u32>, String> {
-        let body = send_retrying(
-            || {
-                client
-                    .post(format!("{coll}/points/search"))
-                    .json(&json!({"vector": d.queries[i], "k": d.k, "ef_search": ef, "with_metadata": false}))
-            },
-            "search",
-        )?;
-        Ok(body["results"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|h| h["id"].as_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default())
-    };
-    let mut rows = Vec::new();
-    for &ef in efs {
-        let mut h = histogram();
-        let mut found = 0;
-        let t = Instant::now();
-        for i in 0..d.queries.len() {
-            let q = Instant::now();
-            let got = search(i, ef)?;
-            let _ = h.record(q.elapsed().as_micros().max(1) as u64);
-            found += recall(&d.truth[i], &got, d.k);
-        }
-        let qps1 = d.queries.len() as f64 / t.elapsed().as_secs_f64();
-        let qps_all = parallel_qps(d.queries.len(), threads, &|i| {
-            let _ = std::hint::black_box(search(i, ef));
-        });
-        rows.push(SweepRow {
-            mode: "http",
-            ef,
-            recall: found as f64 / (d.queries.len() * d.k) as f64,
-            qps_1_thread: qps1,
-            qps_all_threads: qps_all,
-            threads,
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
-        });
-    }
-    let _ = client.delete(&coll).send();
-    Ok(HttpReport { insert, rows })
-}
-
 /// The `bench-ann` arguments (also built from an `ann` scenario).
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "bench-ann")]
@@ -412,6 +198,16 @@ pub struct BenchAnn {
     /// Points per HTTP insert request.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Keep the collection the HTTP part loaded (e.g. to measure a restart with it).
+    #[arg(long)]
+    pub keep: bool,
+    /// The server's process id when it runs on this machine: the HTTP sweep reports its CPU time
+    /// per query.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Shards of the HTTP part's collection (default: the server's).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Skip the in-process part.
     #[arg(long)]
     pub no_in_process: bool,
@@ -543,7 +339,17 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
         versus = Some((*build_s, *bpp, our_rows.clone(), theirs));
     }
     if let Some(url) = &a.url {
-        let h = http(&d, url.trim_end_matches('/'), hnsw, &a.ef, threads, a.batch)?;
+        let plan = crate::ann_http::HttpPlan {
+            url: url.trim_end_matches('/'),
+            hnsw,
+            efs: &a.ef,
+            threads,
+            batch: a.batch,
+            keep: a.keep,
+            server_pid: a.server_pid,
+            shards: a.shards,
+        };
+        let h = crate::ann_http::http(&d, &plan)?;
         println!(
             "http durable insert: {:.2} s ({:.0} points/s, batches of {})",
             h.insert.as_secs_f64(),
@@ -555,13 +361,30 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
         rows.extend(h.rows);
     }
     println!(
-        "{:<11} {:>5} {:>9} {:>12} {:>12} {:>9} {:>9}",
-        "mode", "ef", "recall", "qps(1 thr)", "qps(all)", "p50 us", "p99 us"
+        "{:<11} {:>5} {:>9} {:>12} {:>12} {:>9} {:>9} {:>14} {:>14}",
+        "mode",
+        "ef",
+        "recall",
+        "qps(1 thr)",
+        "qps(all)",
+        "p50 us",
+        "p99 us",
+        "server p50 us",
+        "server cpu us"
     );
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     for r in &rows {
         println!(
-            "{:<11} {:>5} {:>9.4} {:>12.0} {:>12.0} {:>9} {:>9}",
-            r.mode, r.ef, r.recall, r.qps_1_thread, r.qps_all_threads, r.p50_us, r.p99_us
+            "{:<11} {:>5} {:>9.4} {:>12.0} {:>12.0} {:>9} {:>9} {:>14} {:>14}",
+            r.mode,
+            r.ef,
+            r.recall,
+            r.qps_1_thread,
+            r.qps_all_threads,
+            r.p50_us,
+            r.p99_us,
+            opt(r.server_p50_us),
+            opt(r.server_cpu_us)
         );
     }
     report["sweep"] = json!(rows);

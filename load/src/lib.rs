@@ -21,6 +21,7 @@
 
 pub mod abuse;
 pub mod ann;
+pub mod ann_http;
 pub mod client;
 pub mod coord;
 pub mod crash;
@@ -29,5 +30,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod streams;
+pub mod sweep;
 pub mod versus;
 pub mod worker;

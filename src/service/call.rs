@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use actix::dev::ToEnvelope;
 use actix::{Handler, Message};
 use ruvector_actors::EngineError;
-use ruvector_actors::Router;
+use ruvector_actors::{Collection, Lookup, Router};
+use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -28,6 +29,15 @@ where
             .map_err(|e| ApiError::from(EngineError::from(e)))
     })
     .await
+}
+
+/// The collection of that (internal) name: from the shared catalogue when installed, else from
+/// the router, which knows why not (loading, held back, being created, unknown).
+pub async fn lookup(state: &AppState, name: String) -> Result<Arc<Collection>, ApiError> {
+    if let Some(c) = state.catalogue.get(&name) {
+        return Ok(c);
+    }
+    Ok(ask(state, Lookup(name)).await??)
 }
 
 /// Runs `f` under the request deadline: `timeout` when it passes.

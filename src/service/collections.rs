@@ -4,11 +4,11 @@
 
 use ruvector_actors::Metric;
 use ruvector_actors::{
-    CollectionInfo, CollectionOptions, CreateCollection, DropCollection, ListCollections, Lookup,
+    CollectionInfo, CollectionOptions, CreateCollection, DropCollection, ListCollections,
 };
 use serde::Deserialize;
 
-use super::call::ask;
+use super::call::{ask, lookup};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -79,7 +79,7 @@ pub async fn get(
     caller: &Principal,
     name: &str,
 ) -> Result<CollectionInfo, ApiError> {
-    let c = ask(app, Lookup(caller.internal(name)?)).await??;
+    let c = lookup(app, caller.internal(name)?).await?;
     Ok(shown(caller, c.info()))
 }
 

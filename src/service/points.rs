@@ -4,10 +4,10 @@
 
 use ruvector_actors::EngineError;
 use ruvector_actors::Point;
+use ruvector_actors::RouteWrite;
 use ruvector_actors::WriteOp;
-use ruvector_actors::{Lookup, RouteWrite};
 
-use super::call::ask;
+use super::call::{ask, lookup};
 use super::shapes::{id_of, metadata_of, PointBody};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -100,7 +100,7 @@ pub async fn delete_one(app: &AppState, collection: String, id: String) -> Resul
 
 /// A stored point.
 pub async fn get(app: &AppState, collection: String, id: &str) -> Result<Point, ApiError> {
-    let c = ask(app, Lookup(collection)).await??;
+    let c = lookup(app, collection).await?;
     Ok(c.get(id)?)
 }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ruvector_actors::Filter;
-use ruvector_actors::{Collection, Lookup, Ranked, SearchRequest};
+use ruvector_actors::{Collection, Ranked, SearchRequest};
 use ruvector_actors::{Hit, Metric};
 use serde_json::Value;
 
-use super::call::{ask, deadline};
+use super::call::deadline;
 use super::shapes::SearchBody;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -77,7 +77,7 @@ pub async fn search_in(
     collection: String,
     body: SearchBody,
 ) -> Result<Vec<Hit>, ApiError> {
-    let c = ask(state, Lookup(collection)).await??;
+    let c = lookup(state, collection).await?;
     let request = resolve_search(&c, body)?;
     answer_budget(&c, std::slice::from_ref(&request))?;
     run_search(state, c, request).await
@@ -118,7 +118,7 @@ pub async fn search_ranked(
     body: SearchBody,
 ) -> Result<Ranked, ApiError> {
     let t = Instant::now();
-    let c = ask(state, Lookup(collection)).await??;
+    let c = lookup(state, collection).await?;
     let request = resolve_search(&c, body)?;
     let ranked = deadline(state, async { Ok(c.search_ranked(request).await?) }).await?;
     state.supervisor.record_search(t.elapsed());
@@ -154,7 +154,5 @@ pub async fn batch(
     .await
 }
 
-/// The collection a search runs on (its routing table, from the router).
-pub async fn lookup(state: &AppState, collection: String) -> Result<Arc<Collection>, ApiError> {
-    Ok(ask(state, Lookup(collection)).await??)
-}
+/// The collection a search runs on (its routing table).
+pub use super::call::lookup;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use ruvector_actors::validate_vector;
 use ruvector_actors::EngineError;
 use ruvector_actors::Filter;
-use ruvector_actors::{Lookup, SearchRequest};
+use ruvector_actors::SearchRequest;
 use ruvector_actors::{ResetNeeded, Sink, StandingQuery};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::call::{ask, deadline};
+use super::call::{deadline, lookup};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -96,7 +96,7 @@ pub async fn prepare(
     s: SubscribeRequest,
 ) -> Result<Prepared, ApiError> {
     let collection = caller.internal(&s.collection)?;
-    let c = ask(app, Lookup(collection.clone())).await??;
+    let c = lookup(app, collection.clone()).await?;
     let filter = match &s.filter {
         None | Some(Value::Null) => None,
         Some(f) => Some(Filter::parse_with(f, c.limits().filter_limits())?),

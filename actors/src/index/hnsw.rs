@@ -290,6 +290,11 @@ impl Partition {
         while self.link_pending(threads, usize::MAX) > 0 {}
     }
 
+    /// Whether an unfiltered search goes through the graph (a partition this small is scanned).
+    pub fn searches_graph(&self, tuning: &SearchTuning) -> bool {
+        self.table.read().live() > tuning.exact_scan_max_points
+    }
+
     /// Top-k of this partition: exactly `min(k, live points passing the filter)` hits, best first.
     pub fn search(&self, q: &PartitionQuery<'_>, tuning: &SearchTuning) -> (Vec<Hit>, SearchPath) {
         let t = self.table.read();

@@ -13,7 +13,9 @@ use crate::config::IndexConfig;
 use crate::error::{EngineError, Result};
 use crate::index::distance::to_graph_form;
 use crate::index::filter::Filter;
-use crate::shard::{ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite, WriteOp};
+use crate::shard::{
+    search_shard, ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite, WriteOp,
+};
 use crate::types::{
     apply_patch, validate_metadata, validate_point_id, validate_vector, CollectionSpec, Hit,
     HnswParams, Metadata, Metric, Point,
@@ -222,11 +224,38 @@ impl Collection {
     /// so a stream can send each as soon as it is final without building the whole answer.
     pub async fn search_ranked(self: Arc<Self>, req: SearchRequest) -> Result<Ranked> {
         let query = Arc::new(self.prepare(&req)?);
-        let calls = self
+        // A small search runs shard after shard on this thread: each hand-off to another
+        // thread and back cost more CPU than the search itself (futex and eventfd wake-ups;
+        // docs/BENCHMARKS.md "The server path"). Small means bounded: no filter (which can turn
+        // into a scan), ef and k within `index.inline_search_max_ef`, and every shard past the
+        // exact-scan size, so a graph search plus the scan of at most `index.max_unindexed`
+        // points not linked yet. Others go to the search pool, all shards in parallel.
+        let tuning = self.limits.tuning();
+        let inline = query.filter.is_none()
+            && query.ef.max(query.k) <= self.limits.inline_search_max_ef
+            && self
+                .shards
+                .iter()
+                .all(|s| s.state.partition().searches_graph(&tuning));
+        let calls: Vec<_> = self
             .shards
             .iter()
-            .map(|s| s.addr.send(ShardSearch(query.clone())));
+            .filter(|_| !inline)
+            .map(|s| s.addr.send(ShardSearch(query.clone())))
+            .collect();
         let mut lists = Vec::with_capacity(self.shards.len());
+        if inline {
+            for s in &self.shards {
+                // As on the pool: a panicking search answers an error, not a lost worker.
+                let one = || search_shard(&s.state, &query, &tuning);
+                let hits =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(one)).map_err(|_| {
+                        metrics::counter!("ruvector_search_panics_total").increment(1);
+                        EngineError::Internal("a shard search failed".into())
+                    })?;
+                lists.push(hits);
+            }
+        }
         for res in join_all(calls).await {
             lists.push(res.map_err(EngineError::from)??);
         }

@@ -4,6 +4,7 @@
 //! Collection definitions live in `<data_dir>/collections/<name>/collection.json`, written to a
 //! temporary name and renamed, so a crash never leaves half a definition.
 
+mod catalogue;
 pub mod collection;
 mod disk;
 pub mod repair;
@@ -16,6 +17,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 
 use crate::pool::SearchPool;
+pub use catalogue::Catalogue;
 use collection::ShardHandle;
 pub use collection::{Collection, CollectionInfo, Ranked, SearchRequest};
 use disk::{collections_dir, move_to_trash, open_collection, rand_u64, SPEC_FILE};
@@ -86,6 +88,8 @@ pub struct Router {
     engine: ArbiterHandle,
     hub: Arc<Hub>,
     collections: HashMap<String, Arc<Collection>>,
+    /// The installed collections, readable without a message (see `catalogue.rs`).
+    catalogue: Catalogue,
     /// Collections held back at start because of damage (name -> what was found): requests to
     /// them answer `unavailable` until `ruvector-streaming repair` or a delete.
     held: HashMap<String, String>,
@@ -103,6 +107,11 @@ impl Router {
         self.pool.clone()
     }
 
+    /// The shared read-only view of the installed collections.
+    pub fn catalogue(&self) -> Catalogue {
+        self.catalogue.clone()
+    }
+
     pub fn new(cfg: EngineConfig, engine: ArbiterHandle, hub: Arc<Hub>) -> std::io::Result<Router> {
         let pool = Arc::new(SearchPool::new(
             cfg.index.search_threads(),
@@ -116,6 +125,7 @@ impl Router {
             engine,
             hub,
             collections: HashMap::new(),
+            catalogue: Catalogue::default(),
             held: HashMap::new(),
             deleting: HashSet::new(),
             creating: HashMap::new(),
@@ -163,6 +173,7 @@ impl Router {
             limits: self.limits.clone(),
         });
         self.collections.insert(c.spec.name.clone(), c.clone());
+        self.catalogue.insert(c.clone());
         metrics::gauge!("ruvector_collections").set(self.collections.len() as f64);
         c
     }
@@ -434,6 +445,7 @@ impl Handler<DropCollection> for Router {
         }
         let removed = self.lookup(&name).inspect(|_| {
             self.collections.remove(&name);
+            self.catalogue.remove(&name);
             hub.forget(&name);
             self.deleting.insert(name.clone());
             metrics::gauge!("ruvector_collections").set(self.collections.len() as f64);
@@ -519,6 +531,7 @@ impl Handler<StopAll> for Router {
 
     fn handle(&mut self, _: StopAll, _: &mut Self::Context) -> Self::Result {
         self.loaded = false;
+        self.catalogue.clear();
         let all: Vec<Arc<Collection>> = self.collections.drain().map(|(_, c)| c).collect();
         Box::pin(
             async move {

@@ -41,6 +41,29 @@ pub struct ShardQuery {
     pub with_metadata: bool,
 }
 
+/// One shard's part of a search, on the calling thread; records its latency by path.
+pub fn search_shard(state: &ShardState, q: &ShardQuery, tuning: &SearchTuning) -> Vec<Hit> {
+    let t = Instant::now();
+    let (hits, path) = state.partition().search(
+        &PartitionQuery {
+            vector: &q.vector,
+            k: q.k,
+            ef: q.ef,
+            filter: q.filter.as_ref(),
+            with_vector: q.with_vector,
+            with_metadata: q.with_metadata,
+        },
+        tuning,
+    );
+    let path = match path {
+        SearchPath::Graph => "graph",
+        SearchPath::Exact => "exact",
+    };
+    metrics::histogram!("ruvector_shard_search_seconds", "path" => path)
+        .record(t.elapsed().as_secs_f64());
+    hits
+}
+
 /// Write ops for this shard, in order; answered once durable and applied.
 #[derive(Message)]
 #[rtype(result = "Result<WriteOutcome>")]
@@ -217,26 +240,7 @@ impl Handler<ShardSearch> for ShardActor {
         let timeout = self.search_timeout;
         let submitted = self.pool.submit(
             Box::new(move || {
-                let q = &msg.0;
-                let t = Instant::now();
-                let (hits, path) = state.partition().search(
-                    &PartitionQuery {
-                        vector: &q.vector,
-                        k: q.k,
-                        ef: q.ef,
-                        filter: q.filter.as_ref(),
-                        with_vector: q.with_vector,
-                        with_metadata: q.with_metadata,
-                    },
-                    &tuning,
-                );
-                let path = match path {
-                    SearchPath::Graph => "graph",
-                    SearchPath::Exact => "exact",
-                };
-                metrics::histogram!("ruvector_shard_search_seconds", "path" => path)
-                    .record(t.elapsed().as_secs_f64());
-                let _ = tx.send(hits);
+                let _ = tx.send(search_shard(&state, &msg.0, &tuning));
             }),
             Instant::now() + timeout,
         );

@@ -157,6 +157,9 @@ const LINK_CHUNK: usize = 1024;
 impl Writer {
     pub fn run(mut self) {
         let mut rebuild: Option<Rebuild> = None;
+        // A tail replayed at start waits to be linked: say so before the first chunk.
+        self.state
+            .publish_unindexed(self.state.partition().unindexed());
         loop {
             // Points waiting to be linked (a tail replayed at start): link them when idle.
             let tick = if self.state.partition().unindexed() > 0 {
@@ -382,6 +385,7 @@ impl Writer {
             if linked == 0 {
                 break;
             }
+            self.state.publish_unindexed(p.unindexed());
         }
         self.state.publish_unindexed(p.unindexed());
     }
