@@ -19,7 +19,9 @@
 //! 3. Shared state and policy — `state` (`AppState`), `registry` (open streams, their control
 //!    messages), `supervise` (admission, rate limits, the shedder), `auth` (principals, scopes,
 //!    tenants), `lifecycle` (loading, draining), `error` (`ApiError`, the contract's codes),
-//!    `settings` (layered config; composes the engine's config types), `telemetry`.
+//!    `settings` (layered config; composes the engine's config types), `telemetry`, `tier`
+//!    (this region's Redis: connections, timeouts, health; optional and never on the path of
+//!    local serving).
 //! 4. The engine (`ruvector_actors`): router, shards, hub, storage.
 //!
 //! A REST search: `server` → actix-web → `http::guard` (gate) → `http::search` →
@@ -46,6 +48,7 @@ pub mod state;
 pub mod stream;
 pub mod supervise;
 pub mod telemetry;
+pub mod tier;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,8 +83,11 @@ pub async fn start(
     settings: Settings,
     prometheus: Option<PrometheusHandle>,
 ) -> std::io::Result<Running> {
-    let settings = Arc::new(settings);
+    let mut settings = settings;
     std::fs::create_dir_all(&settings.storage.data_dir)?;
+    settings.server.instance_id =
+        settings::resolve_instance_id(&settings.storage.data_dir, &settings.server.instance_id)?;
+    let settings = Arc::new(settings);
     let engine = Arbiter::new().handle();
     let router_engine = engine.clone();
     let hub = Arc::new(Hub::new(
@@ -108,6 +114,7 @@ pub async fn start(
     )
     .start();
 
+    let tier = tier::RedisTier::start(&settings.redis).map_err(std::io::Error::other)?;
     let state = web::Data::new(AppState {
         router: router.clone(),
         catalogue,
@@ -125,6 +132,7 @@ pub async fn start(
             settings.server.region.clone(),
             router.clone(),
         )),
+        tier,
     });
     let s = &settings.server;
     let workers = if s.workers == 0 {

@@ -28,4 +28,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub supervisor: Arc<Supervisor>,
     pub coordinators: Arc<Coordinators>,
+    /// This region's Redis, when configured (`tier`).
+    pub tier: Option<Arc<crate::tier::RedisTier>>,
 }

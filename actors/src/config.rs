@@ -54,6 +54,8 @@ pub struct IndexConfig {
     /// Most vector components one answer may carry (`k` × dimension over the searches that
     /// ask `with_vector`); beyond, 413.
     pub max_answer_floats: usize,
+    /// Most points on one page of `GET .../points` (also held to `max_answer_floats`).
+    pub max_page_points: usize,
     /// Largest metadata of one point, as serialized JSON bytes.
     pub max_metadata_bytes: usize,
     /// Deepest nesting of a point's metadata (objects and arrays).
@@ -234,6 +236,7 @@ impl EngineConfig {
             ("index.max_request_hits", i.max_request_hits),
             ("index.max_collections", i.max_collections),
             ("index.max_total_shards", i.max_total_shards),
+            ("index.max_page_points", i.max_page_points),
             ("index.max_answer_floats", i.max_answer_floats),
             ("index.max_metadata_bytes", i.max_metadata_bytes),
             ("index.max_metadata_depth", i.max_metadata_depth),

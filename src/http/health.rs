@@ -13,6 +13,7 @@ fn answer(state: &AppState, ok: bool, status: &str) -> HttpResponse {
     let body = json!({
         "status": status,
         "region": state.settings.server.region,
+        "instance": state.settings.server.instance_id,
         "version": env!("CARGO_PKG_VERSION"),
     });
     if ok {

@@ -84,6 +84,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     points::upsert_points,
                 ))
                 .service(route(
+                    GET,
+                    "/collections/{name}/points",
+                    READ,
+                    points::list_points,
+                ))
+                .service(route(
                     POST,
                     "/collections/{name}/points/search",
                     READ,

@@ -31,6 +31,25 @@ pub async fn upsert_points(
     Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/collections/{c}/points?limit=&cursor=`: every point, a page at a time.
+pub async fn list_points(
+    state: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+    q: web::Query<PageQuery>,
+) -> ApiResult {
+    let q = q.into_inner();
+    let page = points::page(&state, caller.internal(&name)?, q.limit, q.cursor).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
 pub async fn get_point(
     state: web::Data<AppState>,
     caller: Caller,

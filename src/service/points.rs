@@ -98,6 +98,46 @@ pub async fn delete_one(app: &AppState, collection: String, id: String) -> Resul
     Ok(())
 }
 
+/// A page of points in id order (bytewise) after `cursor` (the last id of the previous page):
+/// `{"points":[{"id","vector","metadata"?,"version"}],"next_cursor"}`. `limit` is lowered to
+/// `index.max_page_points` and to what `index.max_answer_floats` allows at this dimension.
+pub async fn page(
+    app: &AppState,
+    collection: String,
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<serde_json::Value, ApiError> {
+    let c = lookup(app, collection).await?;
+    if let Some(after) = &cursor {
+        ruvector_actors::types::validate_point_id(after)
+            .map_err(|e| ApiError::invalid(format!("cursor: {e}")))?;
+    }
+    let limits = c.limits();
+    let limit = limit
+        .unwrap_or(100)
+        .min(limits.max_page_points)
+        .min(limits.max_answer_floats / c.spec.dimension.max(1))
+        .max(1);
+    let (points, more) = c.page(cursor.as_deref(), limit);
+    let next = if more {
+        points.last().map(|(p, _)| p.id.clone())
+    } else {
+        None
+    };
+    let points: Vec<serde_json::Value> = points
+        .into_iter()
+        .map(|(p, seq)| {
+            let mut v =
+                serde_json::json!({"id": p.id, "vector": p.vector, "version": {"seq": seq}});
+            if let Some(m) = p.metadata {
+                v["metadata"] = serde_json::Value::Object(m);
+            }
+            v
+        })
+        .collect();
+    Ok(serde_json::json!({"points": points, "next_cursor": next}))
+}
+
 /// A stored point.
 pub async fn get(app: &AppState, collection: String, id: &str) -> Result<Point, ApiError> {
     let c = lookup(app, collection).await?;

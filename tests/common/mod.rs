@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::Client;
 use serde_json::Value;
 
+pub mod redis_server;
+
 pub struct Server {
     child: Child,
     pub base: String,

@@ -200,6 +200,25 @@ impl Partition {
         })
     }
 
+    /// A page of live points in id order (bytewise), after `after`: each with the sequence
+    /// number of the write that made its current version.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<(Point, u64)> {
+        let t = self.table.read();
+        let g = self.graph.read();
+        t.page_after(after, limit)
+            .into_iter()
+            .filter_map(|i| {
+                let s = &t.slots[i as usize];
+                let point = Point {
+                    id: s.id.to_string(),
+                    vector: g.vector(i)?.to_vec(),
+                    metadata: s.metadata.as_deref().cloned(),
+                };
+                Some((point, s.version))
+            })
+            .collect()
+    }
+
     /// The vector of a live point.
     pub fn get_vector(&self, id: &str) -> Option<Vec<f32>> {
         let t = self.table.read();

@@ -87,6 +87,21 @@ impl Collection {
         }
     }
 
+    /// Up to `limit` points in id order (bytewise) after `after`, over all shards, each with the
+    /// sequence number of its version; and whether more follow. Each shard reads at most
+    /// `limit + 1` points from its ordered id map, so a page costs O(shards × limit), not a scan.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<(Point, u64)>, bool) {
+        let mut all: Vec<(Point, u64)> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.state.partition().page(after, limit.saturating_add(1)))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.id.as_bytes().cmp(b.0.id.as_bytes()));
+        let more = all.len() > limit;
+        all.truncate(limit);
+        (all, more)
+    }
+
     pub fn get(&self, id: &str) -> Result<Point> {
         validate_point_id(id)?;
         self.shards[self.shard_of(id)]

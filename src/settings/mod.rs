@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, AuthSettings};
 
+mod tier;
+pub use tier::{resolve_instance_id, PeerSettings, RedisSettings, RegionsSettings};
+
 /// The defaults, compiled in so the binary runs from any directory.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,8 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub region: String,
+    /// Empty: generated once and kept in the data directory (`resolve_instance_id`).
+    pub instance_id: String,
     pub workers: usize,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
@@ -95,12 +100,6 @@ pub struct ShedSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedisSettings {
-    pub url: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     pub enabled: bool,
 }
@@ -117,6 +116,7 @@ pub struct Settings {
     pub shed: ShedSettings,
     pub coordination: CoordConfig,
     pub redis: RedisSettings,
+    pub regions: RegionsSettings,
     pub metrics: MetricsSettings,
 }
 
@@ -204,9 +204,8 @@ impl Settings {
         if s.max_connections == 0 {
             return fail("server.max_connections", "must be at least 1");
         }
-        if s.region.is_empty() {
-            return fail("server.region", "must not be empty");
-        }
+        tier::validate(&s.region, &s.instance_id, &self.redis, &self.regions)
+            .map_err(SettingsError)?;
         let st = &self.stream;
         for (key, v) in [
             ("stream.max_streams", st.max_streams as u64),

@@ -1,0 +1,9 @@
+//! The shared tier: this region's Redis, used for what one server alone cannot do (a regional
+//! cache, rate limits shared by a region's instances, the change log other regions tail). Redis
+//! is optional and never on the path of local serving: with none configured nothing here runs;
+//! with one configured but down, callers get `TierError::Down` at once (no waiting on a dead
+//! socket), `ruvector_redis_up` is 0, and the health task brings everything back by itself.
+
+mod client;
+
+pub use client::{RedisTier, TierError};
