@@ -53,6 +53,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(route(GET, "/metrics", Access::Metrics, health::metrics))
         .service(
             web::scope("/api/v1")
+                // The hottest routes first: actix tries resources in order and every pattern with
+                // a `{name}` costs a regex match (≈ 6% of a small search's CPU when search came
+                // sixth). Only order among overlapping patterns matters (…/points/search before
+                // …/points/{id}), and it is kept.
+                .service(route(
+                    POST,
+                    "/collections/{name}/points/search",
+                    READ,
+                    search::search_points,
+                ))
+                .service(route(
+                    PUT,
+                    "/collections/{name}/points",
+                    WRITE,
+                    points::upsert_points,
+                ))
                 .service(route(
                     GET,
                     "/collections",
@@ -78,22 +94,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     collections::delete_collection,
                 ))
                 .service(route(
-                    PUT,
-                    "/collections/{name}/points",
-                    WRITE,
-                    points::upsert_points,
-                ))
-                .service(route(
                     GET,
                     "/collections/{name}/points",
                     READ,
                     points::list_points,
-                ))
-                .service(route(
-                    POST,
-                    "/collections/{name}/points/search",
-                    READ,
-                    search::search_points,
                 ))
                 .service(route(
                     POST,
