@@ -115,6 +115,18 @@ pub async fn start(
     .start();
 
     let tier = tier::RedisTier::start(&settings.redis).map_err(std::io::Error::other)?;
+    let cache = tier
+        .as_ref()
+        .filter(|_| settings.redis.cache_searches)
+        .map(|t| {
+            tier::SearchCache::new(
+                t.clone(),
+                &settings.server.region,
+                settings.redis.cache_ttl_s,
+                settings.redis.cache_max_answer_bytes,
+                std::time::Duration::from_millis(settings.redis.cache_lookup_timeout_ms),
+            )
+        });
     let state = web::Data::new(AppState {
         router: router.clone(),
         catalogue,
@@ -133,6 +145,7 @@ pub async fn start(
             router.clone(),
         )),
         tier,
+        cache,
     });
     let s = &settings.server;
     let workers = if s.workers == 0 {

@@ -30,4 +30,6 @@ pub struct AppState {
     pub coordinators: Arc<Coordinators>,
     /// This region's Redis, when configured (`tier`).
     pub tier: Option<Arc<crate::tier::RedisTier>>,
+    /// The regional search cache (with `tier` and `redis.cache_searches`).
+    pub cache: Option<crate::tier::SearchCache>,
 }

@@ -9,19 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis_server::{free_port, RedisServer};
-use common::Server;
+use common::{wait_for, Server};
 use serde_json::json;
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 /// A write and a search, each answered well within a second.
 fn serve_locally(s: &Server, n: usize) {

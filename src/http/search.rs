@@ -28,8 +28,39 @@ pub async fn search_points(
 ) -> ApiResult {
     let t = Instant::now();
     let (body, _busy): (SearchBody, _) = read_json(&state, payload).await?;
-    let hits = search::search_in(&state, caller.internal(&name)?, body).await?;
-    Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
+    let answered = search::search_cached(&state, caller.internal(&name)?, body).await?;
+    answer(&state, answered, t)
+}
+
+/// A whole search answer; one from the regional cache says so in `x-ruvector-cache: hit`, a
+/// fresh one is offered to the cache.
+fn answer(state: &AppState, answered: search::Answered, t: Instant) -> ApiResult {
+    let (results, hit) = match answered {
+        search::Answered::Hits {
+            hits,
+            store_as: None,
+        } => return Ok(HttpResponse::Ok().json(search_answer(&hits, t))),
+        search::Answered::Hits {
+            hits,
+            store_as: Some(key),
+        } => {
+            let results = serde_json::to_string(&hits.iter().map(hit_json).collect::<Vec<_>>())
+                .map_err(|e| ruvector_actors::EngineError::Internal(format!("answer: {e}")))?;
+            if let Some(cache) = &state.cache {
+                cache.put(key, results.clone());
+            }
+            (results, false)
+        }
+        search::Answered::Cached(results) => (results, true),
+    };
+    let mut res = HttpResponse::Ok();
+    if hit {
+        res.insert_header(("x-ruvector-cache", "hit"));
+    }
+    Ok(res.content_type("application/json").body(format!(
+        r#"{{"results":{results},"took_ms":{}}}"#,
+        took_ms(t)
+    )))
 }
 
 #[derive(serde::Deserialize)]
@@ -69,8 +100,8 @@ pub async fn short_search(
     let t = Instant::now();
     let (body, _busy): (SearchBody, _) = read_json(&state, payload).await?;
     let collection = caller.internal(body.collection.as_deref().unwrap_or(DEFAULT_COLLECTION))?;
-    let hits = search::search_in(&state, collection, body).await?;
-    Ok(HttpResponse::Ok().json(search_answer(&hits, t)))
+    let answered = search::search_cached(&state, collection, body).await?;
+    answer(&state, answered, t)
 }
 
 /// `GET /api/v1/search`: cacheable by a CDN (Cache-Control + an ETag that changes with the

@@ -83,6 +83,49 @@ pub async fn search_in(
     run_search(state, c, request).await
 }
 
+/// A whole search answer: the hits (with the cache key to keep them under, when the regional
+/// cache is on), or the `results` JSON the cache held.
+pub enum Answered {
+    Hits {
+        hits: Vec<Hit>,
+        store_as: Option<String>,
+    },
+    Cached(String),
+}
+
+/// `search_in` through the regional cache (`tier::SearchCache`) when it is on and Redis is up:
+/// a hit answers the cached `results`; a miss searches and says under which key to keep them.
+pub async fn search_cached(
+    state: &AppState,
+    collection: String,
+    body: SearchBody,
+) -> Result<Answered, ApiError> {
+    let cache = match (&state.cache, &state.tier) {
+        (Some(cache), Some(tier)) if tier.is_up() => cache,
+        _ => {
+            let hits = search_in(state, collection, body).await?;
+            return Ok(Answered::Hits {
+                hits,
+                store_as: None,
+            });
+        }
+    };
+    let c = lookup(state, collection).await?;
+    let material = serde_json::to_vec(&body)
+        .map_err(|e| ruvector_actors::EngineError::Internal(format!("search key: {e}")))?;
+    let key = cache.key(&c.spec.name, c.generation, c.version(), &material);
+    if let Some(results) = cache.get(&key).await {
+        return Ok(Answered::Cached(results));
+    }
+    let request = resolve_search(&c, body)?;
+    answer_budget(&c, std::slice::from_ref(&request))?;
+    let hits = run_search(state, c, request).await?;
+    Ok(Answered::Hits {
+        hits,
+        store_as: Some(key),
+    })
+}
+
 /// Refuses (413) a request whose whole answer would pass `index.max_request_hits` hits or
 /// `index.max_answer_floats` vector components: a REST answer is built whole, so its size is
 /// the server's memory. (Streams send hit by hit and need no such bound.)

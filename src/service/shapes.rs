@@ -61,8 +61,9 @@ pub fn yes() -> bool {
     true
 }
 
-/// A search body; `query` is the short path's name for `vector`.
-#[derive(Deserialize)]
+/// A search body; `query` is the short path's name for `vector`. Serialized again only as the
+/// regional cache's key material.
+#[derive(Deserialize, Serialize)]
 pub struct SearchBody {
     pub collection: Option<String>,
     pub vector: Option<Vec<f32>>,

@@ -11,8 +11,15 @@ use serde::{Deserialize, Serialize};
 pub struct RedisSettings {
     /// Empty: no Redis (the server runs alone on its data directory).
     pub url: String,
+    /// Whether whole REST search answers are cached in Redis (`tier::SearchCache`).
+    pub cache_searches: bool,
     /// Time to live of a cached search answer (s).
     pub cache_ttl_s: u64,
+    /// Larger answers (bytes of JSON) are not cached.
+    pub cache_max_answer_bytes: usize,
+    /// A cache lookup slower than this counts as a miss (ms): waiting longer costs more than
+    /// searching.
+    pub cache_lookup_timeout_ms: u64,
     /// Deadline of one ordinary Redis command (ms).
     pub command_timeout_ms: u64,
     /// Deadline of connecting to Redis (ms).
@@ -82,6 +89,14 @@ pub fn validate(
     }
     for (key, v) in [
         ("redis.cache_ttl_s", redis.cache_ttl_s),
+        (
+            "redis.cache_max_answer_bytes",
+            redis.cache_max_answer_bytes as u64,
+        ),
+        (
+            "redis.cache_lookup_timeout_ms",
+            redis.cache_lookup_timeout_ms,
+        ),
         ("redis.command_timeout_ms", redis.command_timeout_ms),
         ("redis.connect_timeout_ms", redis.connect_timeout_ms),
         ("redis.health_interval_ms", redis.health_interval_ms),

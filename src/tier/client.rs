@@ -110,13 +110,30 @@ impl RedisTier {
     /// Runs one command under the command timeout; `Down` at once while Redis is down. A
     /// connection error marks the tier down (the health task brings it back).
     pub async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, TierError> {
+        self.cmd_within(cmd, self.command_timeout).await
+    }
+
+    /// `cmd` with a shorter deadline of its own (a cache lookup is worth only so much waiting).
+    /// Passing the command timeout marks the tier down: a Redis that hangs costs each request
+    /// at most one deadline until the health check sees it back.
+    pub async fn cmd_within<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        deadline: Duration,
+    ) -> Result<T, TierError> {
         if !self.is_up() {
             return Err(TierError::Down);
         }
         let mut conn = self.manager.clone();
-        let ms = self.command_timeout.as_millis() as u64;
-        match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut conn)).await {
-            Err(_) => Err(TierError::Timeout(ms)),
+        let deadline = deadline.min(self.command_timeout);
+        let ms = deadline.as_millis() as u64;
+        match tokio::time::timeout(deadline, cmd.query_async::<T>(&mut conn)).await {
+            Err(_) => {
+                if deadline >= self.command_timeout {
+                    self.mark(false, false);
+                }
+                Err(TierError::Timeout(ms))
+            }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {

@@ -4,6 +4,8 @@
 //! with one configured but down, callers get `TierError::Down` at once (no waiting on a dead
 //! socket), `ruvector_redis_up` is 0, and the health task brings everything back by itself.
 
+mod cache;
 mod client;
 
+pub use cache::SearchCache;
 pub use client::{RedisTier, TierError};

@@ -217,6 +217,18 @@ pub fn sha256_hex(token: &str) -> String {
         .collect()
 }
 
+/// Polls `f` every 50 ms until it holds or `limit` passes; answers whether it held.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 pub fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(120))
