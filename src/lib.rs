@@ -127,6 +127,15 @@ pub async fn start(
                 std::time::Duration::from_millis(settings.redis.cache_lookup_timeout_ms),
             )
         });
+    if let (Some(t), true) = (&tier, settings.rate_limit.regional) {
+        supervisor.set_regional(tier::RegionalLimits::new(
+            t.clone(),
+            &settings.server.region,
+            settings.rate_limit.regional_lease,
+            std::time::Duration::from_millis(settings.rate_limit.regional_lease_ms),
+            settings.rate_limit.max_keys,
+        ));
+    }
     let state = web::Data::new(AppState {
         router: router.clone(),
         catalogue,

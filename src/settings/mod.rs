@@ -73,6 +73,10 @@ pub struct RateLimitSettings {
     pub throttle_per_s: u32,
     pub abuse_refusals: u32,
     pub max_keys: usize,
+    /// One budget per caller across the region's instances, in Redis (`tier::RegionalLimits`).
+    pub regional: bool,
+    pub regional_lease: u32,
+    pub regional_lease_ms: u64,
 }
 
 /// Admission and load shedding (`supervise`).
@@ -244,6 +248,12 @@ impl Settings {
         }
         if sh.interval_ms == 0 {
             return fail("shed.interval_ms", "must be at least 1");
+        }
+        if self.rate_limit.regional_lease == 0 || self.rate_limit.regional_lease_ms == 0 {
+            return fail(
+                "rate_limit.regional_lease",
+                "regional_lease and regional_lease_ms must be at least 1",
+            );
         }
         if st.max_frame_bytes < 1024 {
             return fail("stream.max_frame_bytes", "must be at least 1024");

@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -16,6 +16,7 @@ use super::level::ShedLevel;
 use crate::auth::{Principal, Tier};
 use crate::error::ApiError;
 use crate::settings::{RateLimitSettings, ShedSettings};
+use crate::tier::{Budget, Regional, RegionalLimits};
 
 /// What a request or frame costs in rate-limit terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +66,8 @@ pub struct Supervisor {
     pub(super) inflight: AtomicU64,
     /// Search latencies of the current window (µs).
     pub(super) latency: Mutex<Option<Histogram<u64>>>,
+    /// The region-wide budgets, once Redis is configured (`set_regional`).
+    regional: OnceLock<Arc<RegionalLimits>>,
 }
 
 impl Supervisor {
@@ -95,9 +98,33 @@ impl Supervisor {
             shed_seq: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 2).ok()),
+            regional: OnceLock::new(),
             rate,
             shed,
         })
+    }
+
+    /// Adds the region-wide budgets (with `rate_limit.regional` and Redis configured).
+    pub fn set_regional(&self, r: Arc<RegionalLimits>) {
+        let _ = self.regional.set(r);
+    }
+
+    /// A caller's quota for `class` (the premium tier's is `premium_factor` times larger).
+    fn budget(&self, premium: bool, class: Class) -> Budget {
+        let f = if premium {
+            self.rate.premium_factor.max(1)
+        } else {
+            1
+        };
+        let (per_s, burst) = match class {
+            Class::Read => (self.rate.read_per_s, self.rate.read_burst),
+            Class::Write => (self.rate.write_per_s, self.rate.write_burst),
+            Class::Stream => (self.rate.stream_per_s, self.rate.stream_burst),
+        };
+        Budget {
+            per_s: per_s.saturating_mul(f),
+            burst: burst.saturating_mul(f),
+        }
     }
 
     pub fn level(&self) -> ShedLevel {
@@ -173,7 +200,23 @@ impl Supervisor {
             Class::Stream => 2,
         }];
         match limiter.check_key(&p.id) {
-            Ok(()) => Ok(()),
+            Ok(()) => match self.regional.get() {
+                None => Ok(()),
+                Some(r) => {
+                    let key = format!("{}:{}:{}", p.tier.as_str(), class.as_str(), p.id);
+                    match r.check(&key, self.budget(premium, class)) {
+                        Regional::Allowed => Ok(()),
+                        Regional::Refused { retry_ms } => {
+                            metrics::counter!("ruvector_rate_limited_total", "class" => class.as_str(), "tier" => p.tier.as_str())
+                                .increment(1);
+                            Err(ApiError::RateLimited {
+                                class: class.as_str(),
+                                retry_ms,
+                            })
+                        }
+                    }
+                }
+            },
             Err(nu) => {
                 metrics::counter!("ruvector_rate_limited_total", "class" => class.as_str(), "tier" => p.tier.as_str())
                     .increment(1);
@@ -193,6 +236,9 @@ impl Supervisor {
     /// Forgets the keys whose state is back to a fresh one (not limited any more): what stays
     /// is bounded by the callers active within one refill period.
     pub(super) fn trim_limiters(&self) {
+        if let Some(r) = self.regional.get() {
+            r.trim();
+        }
         let all = self
             .limiters
             .iter()

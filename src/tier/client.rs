@@ -114,25 +114,45 @@ impl RedisTier {
     }
 
     /// `cmd` with a shorter deadline of its own (a cache lookup is worth only so much waiting).
-    /// Passing the command timeout marks the tier down: a Redis that hangs costs each request
-    /// at most one deadline until the health check sees it back.
     pub async fn cmd_within<T: FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
         deadline: Duration,
     ) -> Result<T, TierError> {
+        self.run_within(deadline, |mut conn| async move {
+            cmd.query_async::<T>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs `f` on the shared connection (e.g. a script invocation) under the command timeout,
+    /// with the same down/timeout handling as `cmd`.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, TierError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_within(self.command_timeout, f).await
+    }
+
+    /// `Down` at once while Redis is down. Passing the command timeout, or a connection error,
+    /// marks the tier down: a Redis that hangs costs each request at most one deadline until the
+    /// health check sees it back.
+    async fn run_within<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, TierError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         if !self.is_up() {
             return Err(TierError::Down);
         }
-        let mut conn = self.manager.clone();
         let deadline = deadline.min(self.command_timeout);
-        let ms = deadline.as_millis() as u64;
-        match tokio::time::timeout(deadline, cmd.query_async::<T>(&mut conn)).await {
+        match tokio::time::timeout(deadline, f(self.manager.clone())).await {
             Err(_) => {
                 if deadline >= self.command_timeout {
                     self.mark(false, false);
                 }
-                Err(TierError::Timeout(ms))
+                Err(TierError::Timeout(deadline.as_millis() as u64))
             }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {

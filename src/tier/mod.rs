@@ -6,6 +6,8 @@
 
 mod cache;
 mod client;
+mod limits;
 
 pub use cache::SearchCache;
 pub use client::{RedisTier, TierError};
+pub use limits::{Budget, Regional, RegionalLimits};

@@ -1,0 +1,204 @@
+//! Rate limits shared by a region's instances: one budget per caller and class across all of
+//! them, kept in the region's Redis as a GCRA (one Lua script per refill, Redis's own clock).
+//!
+//! How it combines with the local limiter (governor): governor stays the fast path and decides
+//! first, on every request, with the full budget — it protects this instance on its own, with or
+//! without Redis. A request it lets through then takes a token from this instance's *lease* of
+//! the regional budget: leases of `rate_limit.regional_lease` tokens are fetched from Redis in
+//! the background (ahead of need, when half is used), so no request waits on Redis. When a
+//! lease runs dry before its refill lands, up to one lease's worth of requests is admitted on
+//! credit and repaid from the next grant; when Redis has no tokens left it answers how long
+//! until it has, and requests are refused (429) until then. Over the region a caller gets its
+//! budget plus at most one lease per instance. Leases lapse after `rate_limit.regional_lease_ms`.
+//! With Redis down the check lets everything through (governor alone limits) and says so in
+//! `ruvector_rate_limit_leases_total{result="error"}`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::client::RedisTier;
+
+/// GCRA with a cost and partial grants. KEYS[1]: the caller's key. ARGV: emission interval (µs
+/// per token), burst (tokens), tokens asked. Answers {granted, µs until one more token}.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local asked = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local limit = now + burst * interval
+local can = math.floor((limit - tat) / interval)
+if can <= 0 then
+  return {0, tat + interval - limit}
+end
+if can > asked then can = asked end
+local new_tat = tat + can * interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {can, 0}
+"#;
+
+/// What the regional budget says about one request.
+pub enum Regional {
+    Allowed,
+    Refused { retry_ms: u64 },
+}
+
+/// One caller's lease of the regional budget on this instance.
+struct Lease {
+    /// Tokens left; negative: admitted on credit while a refill was on its way.
+    tokens: i64,
+    expires: Instant,
+    denied_until: Option<Instant>,
+    refilling: bool,
+    last_used: Instant,
+}
+
+pub struct RegionalLimits {
+    tier: Arc<RedisTier>,
+    script: redis::Script,
+    prefix: String,
+    leases: DashMap<String, Mutex<Lease>>,
+    lease: u32,
+    lease_for: Duration,
+    max_keys: usize,
+}
+
+/// A caller's budget: tokens per second and burst.
+#[derive(Clone, Copy)]
+pub struct Budget {
+    pub per_s: u32,
+    pub burst: u32,
+}
+
+impl RegionalLimits {
+    pub fn new(
+        tier: Arc<RedisTier>,
+        region: &str,
+        lease: u32,
+        lease_for: Duration,
+        max_keys: usize,
+    ) -> Arc<RegionalLimits> {
+        for result in ["granted", "denied", "error"] {
+            metrics::counter!("ruvector_rate_limit_leases_total", "result" => result).absolute(0);
+        }
+        Arc::new(RegionalLimits {
+            tier,
+            script: redis::Script::new(GCRA),
+            prefix: format!("ruvector:rl:{region}:"),
+            leases: DashMap::new(),
+            lease: lease.max(1),
+            lease_for,
+            max_keys,
+        })
+    }
+
+    /// Takes one token of `key`'s regional budget (`key` names the caller, tier and class).
+    /// Never waits on Redis.
+    pub fn check(self: &Arc<Self>, key: &str, budget: Budget) -> Regional {
+        if !self.tier.is_up() {
+            return Regional::Allowed;
+        }
+        let now = Instant::now();
+        if !self.leases.contains_key(key) {
+            if self.leases.len() >= self.max_keys {
+                // Past the bound new callers are limited by governor alone (and logged by the
+                // supervisor's trim); the map never grows without bound.
+                return Regional::Allowed;
+            }
+            self.leases.entry(key.to_string()).or_insert_with(|| {
+                Mutex::new(Lease {
+                    tokens: 0,
+                    expires: now,
+                    denied_until: None,
+                    refilling: false,
+                    last_used: now,
+                })
+            });
+        }
+        let Some(entry) = self.leases.get(key) else {
+            return Regional::Allowed;
+        };
+        let Ok(mut l) = entry.lock() else {
+            return Regional::Allowed;
+        };
+        l.last_used = now;
+        if let Some(until) = l.denied_until {
+            if until > now {
+                return Regional::Refused {
+                    retry_ms: (until - now).as_millis().max(1) as u64,
+                };
+            }
+            l.denied_until = None;
+        }
+        if l.expires <= now && l.tokens > 0 {
+            l.tokens = 0;
+        }
+        let lease = i64::from(self.lease);
+        if l.tokens <= -lease {
+            // A lease's worth on credit already: wait for the refill.
+            if !l.refilling {
+                l.refilling = true;
+                self.refill(key.to_string(), budget);
+            }
+            return Regional::Refused { retry_ms: 10 };
+        }
+        l.tokens -= 1;
+        if l.tokens < lease / 2 && !l.refilling {
+            l.refilling = true;
+            self.refill(key.to_string(), budget);
+        }
+        Regional::Allowed
+    }
+
+    fn refill(self: &Arc<Self>, key: String, budget: Budget) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let interval_us = 1_000_000 / u64::from(budget.per_s.max(1));
+            let mut inv = me.script.key(format!("{}{key}", me.prefix));
+            inv.arg(interval_us.max(1))
+                .arg(budget.burst.max(1))
+                .arg(me.lease);
+            let answer = me
+                .tier
+                .run(|mut conn| async move { inv.invoke_async::<(i64, i64)>(&mut conn).await })
+                .await;
+            let Some(entry) = me.leases.get(&key) else {
+                return;
+            };
+            let Ok(mut l) = entry.lock() else {
+                return;
+            };
+            l.refilling = false;
+            let now = Instant::now();
+            let result = match answer {
+                Ok((granted, _)) if granted > 0 => {
+                    l.tokens += granted;
+                    l.expires = now + me.lease_for;
+                    "granted"
+                }
+                Ok((_, retry_us)) => {
+                    l.denied_until = Some(now + Duration::from_micros(retry_us.max(1000) as u64));
+                    "denied"
+                }
+                Err(_) => "error",
+            };
+            metrics::counter!("ruvector_rate_limit_leases_total", "result" => result).increment(1);
+        });
+    }
+
+    /// Forgets callers idle for more than two lease periods (their leases have lapsed).
+    pub fn trim(&self) {
+        let stale = Instant::now()
+            .checked_sub(self.lease_for * 2)
+            .unwrap_or_else(Instant::now);
+        self.leases.retain(|_, l| {
+            l.get_mut()
+                .map(|l| l.last_used > stale || l.refilling)
+                .unwrap_or(false)
+        });
+    }
+}
