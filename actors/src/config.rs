@@ -162,6 +162,17 @@ impl CoordConfig {
 pub struct EngineConfig {
     pub storage: StorageConfig,
     pub index: IndexConfig,
+    /// Who this server is: every logged write carries it (not a config section of its own: the
+    /// server's region and instance id).
+    #[serde(default, skip)]
+    pub origin: WriteOrigin,
+}
+
+/// The region and instance a write is made in; with an empty region writes carry no stamp.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOrigin {
+    pub region: String,
+    pub instance: String,
 }
 
 fn cores() -> usize {

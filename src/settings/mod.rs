@@ -7,6 +7,7 @@ use std::path::Path;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
+use ruvector_actors::config::WriteOrigin;
 use ruvector_actors::{CoordConfig, EngineConfig, IndexConfig, StorageConfig};
 use serde::{Deserialize, Serialize};
 
@@ -265,6 +266,10 @@ impl Settings {
         EngineConfig {
             storage: self.storage.clone(),
             index: self.index.clone(),
+            origin: WriteOrigin {
+                region: self.server.region.clone(),
+                instance: self.server.instance_id.clone(),
+            },
         }
     }
 }

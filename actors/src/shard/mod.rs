@@ -154,6 +154,8 @@ impl OpenedShard {
             kept_snapshot: (loaded.from_seq > 0).then_some(loaded.from_seq),
             queue_wait: pool.queue_wait().clone(),
             failed: None,
+            origin: cfg.origin.clone(),
+            last_stamp_ns: 0,
         };
         let handle = std::thread::Builder::new()
             .name(format!("writer-{collection}-{shard}"))

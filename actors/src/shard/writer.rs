@@ -18,10 +18,12 @@ use super::load;
 use super::state::ShardState;
 use crate::config::IndexConfig;
 use crate::config::StorageConfig;
+use crate::config::WriteOrigin;
 use crate::error::{EngineError, Result};
 use crate::hub::{Change, ChangeOp};
 use crate::index::hnsw::{Op, Partition};
 use crate::pool::QueueWait;
+use crate::storage::record::WriteStamp;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::storage::{snapshot, FsyncMode};
 use crate::types::{apply_patch, Metadata};
@@ -139,6 +141,11 @@ pub(super) struct Writer {
     pub failed: Option<String>,
     /// Where the time jobs waited in this writer's queue is recorded.
     pub queue_wait: Arc<QueueWait>,
+    /// This server's region and instance, stamped on every logged write.
+    pub origin: WriteOrigin,
+    /// The last stamp's time (ns): stamps of one shard strictly increase even if the clock
+    /// steps back.
+    pub last_stamp_ns: u64,
 }
 
 struct Rebuild {
@@ -354,8 +361,21 @@ impl Writer {
         if records.is_empty() {
             return Ok(());
         }
+        // One stamp per batch (its records are ordered by their sequence numbers): origin time,
+        // region, instance — what replication will order concurrent writes by.
+        let stamp = (!self.origin.region.is_empty()).then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            self.last_stamp_ns = now.max(self.last_stamp_ns + 1);
+            WriteStamp {
+                origin_ts_ns: self.last_stamp_ns,
+                region: self.origin.region.clone(),
+                instance: self.origin.instance.clone(),
+            }
+        });
         self.log
-            .append(records.iter().map(|(s, op)| (*s, None, op)))?;
+            .append(records.iter().map(|(s, op)| (*s, stamp.as_ref(), op)))?;
         if self.storage.fsync != FsyncMode::Never {
             let t = Instant::now();
             self.log.sync()?;
