@@ -32,22 +32,14 @@ import time
 import urllib.parse
 
 
-def fvecs(path):
+def read_vecs(path, kind):
+    """A texmex .fvecs (kind "f") or .ivecs (kind "i") file: each row a little-endian int32
+    dimension, then that many values."""
     raw = open(path, "rb").read()
     out, i = [], 0
     while i < len(raw):
         d = struct.unpack_from("<i", raw, i)[0]
-        out.append(struct.unpack_from("<%df" % d, raw, i + 4))
-        i += 4 + 4 * d
-    return out
-
-
-def ivecs(path):
-    raw = open(path, "rb").read()
-    out, i = [], 0
-    while i < len(raw):
-        d = struct.unpack_from("<i", raw, i)[0]
-        out.append(struct.unpack_from("<%di" % d, raw, i + 4))
+        out.append(struct.unpack_from("<%d%s" % (d, kind), raw, i + 4))
         i += 4 + 4 * d
     return out
 
@@ -146,9 +138,9 @@ def main():
     import numpy as np
     import redis
 
-    base = fvecs(os.path.join(a.data, "base.fvecs"))
-    queries = fvecs(os.path.join(a.data, "queries.fvecs"))
-    truth = ivecs(os.path.join(a.data, "gt.ivecs"))
+    base = read_vecs(os.path.join(a.data, "base.fvecs"), "f")
+    queries = read_vecs(os.path.join(a.data, "queries.fvecs"), "f")
+    truth = read_vecs(os.path.join(a.data, "gt.ivecs"), "i")
     efs = [int(e) for e in a.ef.split(",")]
     rows = []
 

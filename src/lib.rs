@@ -125,6 +125,7 @@ pub async fn start(
                 settings.redis.cache_ttl_s,
                 settings.redis.cache_max_answer_bytes,
                 std::time::Duration::from_millis(settings.redis.cache_lookup_timeout_ms),
+                settings.redis.cache_max_pending,
             )
         });
     if let (Some(t), true) = (&tier, settings.rate_limit.regional) {

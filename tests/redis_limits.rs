@@ -65,6 +65,8 @@ fn two_instances_of_a_region_hold_a_caller_to_one_budget() {
     );
     assert!(shared[0].metric("ruvector_rate_limit_leases_total", &["result=\"denied\""]) > 0.0);
 
+    // The control: the same two instances with the regional budget off (local limits only) —
+    // what the shared budget must be measured against.
     let other = RedisServer::start(false);
     let alone = [start(&other, "false"), start(&other, "false")];
     let ok_alone = hammer(&alone, span);

@@ -23,14 +23,19 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Cumulative bucket counts `(le, count)` of the server's search-route request histogram.
-fn search_buckets(client: &reqwest::blocking::Client, url: &str) -> Vec<(f64, f64)> {
-    let text = client
+/// The server's `/metrics` text (empty when it cannot be read).
+fn metrics_text(client: &reqwest::blocking::Client, url: &str) -> String {
+    client
         .get(format!("{url}/metrics"))
         .send()
         .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
+        .unwrap_or_default()
+}
+
+/// Cumulative bucket counts `(le, count)` of the server's search-route request histogram.
+fn search_buckets(client: &reqwest::blocking::Client, url: &str) -> Vec<(f64, f64)> {
+    metrics_text(client, url)
+        .lines()
         .filter(|l| {
             l.starts_with("ruvector_http_request_duration_seconds_bucket{")
                 && l.contains("points/search\"")
@@ -105,16 +110,10 @@ fn check(res: reqwest::Result<reqwest::blocking::Response>, what: &str) -> Resul
 fn wait_for_normal_shed_level(client: &reqwest::blocking::Client, url: &str) {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(120) {
-        let level = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .and_then(|r| r.text())
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("ruvector_shed_level "))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            });
+        let level = metrics_text(client, url)
+            .lines()
+            .find_map(|l| l.strip_prefix("ruvector_shed_level "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
         if level.is_none_or(|l| l == 0.0) {
             return;
         }
@@ -148,12 +147,7 @@ fn wait_until_indexed(client: &reqwest::blocking::Client, url: &str, collection:
     let t = Instant::now();
     let label = format!("collection=\"{collection}\"");
     while t.elapsed() < Duration::from_secs(600) {
-        let text = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        let waiting: Vec<f64> = text
+        let waiting: Vec<f64> = metrics_text(client, url)
             .lines()
             .filter(|l| l.starts_with("ruvector_shard_unindexed{") && l.contains(&label))
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())

@@ -78,6 +78,16 @@ pub async fn search_in(
     body: SearchBody,
 ) -> Result<Vec<Hit>, ApiError> {
     let c = lookup(state, collection).await?;
+    search_on(state, c, body).await
+}
+
+/// A whole search of a collection already looked up: the body resolved, the answer budget
+/// checked, the fan-out run.
+async fn search_on(
+    state: &AppState,
+    c: Arc<Collection>,
+    body: SearchBody,
+) -> Result<Vec<Hit>, ApiError> {
     let request = resolve_search(&c, body)?;
     answer_budget(&c, std::slice::from_ref(&request))?;
     run_search(state, c, request).await
@@ -117,9 +127,7 @@ pub async fn search_cached(
     if let Some(results) = cache.get(&key).await {
         return Ok(Answered::Cached(results));
     }
-    let request = resolve_search(&c, body)?;
-    answer_budget(&c, std::slice::from_ref(&request))?;
-    let hits = run_search(state, c, request).await?;
+    let hits = search_on(state, c, body).await?;
     Ok(Answered::Hits {
         hits,
         store_as: Some(key),

@@ -20,6 +20,8 @@ pub struct RedisSettings {
     /// A cache lookup slower than this counts as a miss (ms): waiting longer costs more than
     /// searching.
     pub cache_lookup_timeout_ms: u64,
+    /// Most answers on their way to Redis at once; more are not cached.
+    pub cache_max_pending: usize,
     /// Deadline of one ordinary Redis command (ms).
     pub command_timeout_ms: u64,
     /// Deadline of connecting to Redis (ms).
@@ -97,6 +99,7 @@ pub fn validate(
             "redis.cache_lookup_timeout_ms",
             redis.cache_lookup_timeout_ms,
         ),
+        ("redis.cache_max_pending", redis.cache_max_pending as u64),
         ("redis.command_timeout_ms", redis.command_timeout_ms),
         ("redis.connect_timeout_ms", redis.connect_timeout_ms),
         ("redis.health_interval_ms", redis.health_interval_ms),

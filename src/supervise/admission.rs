@@ -203,8 +203,8 @@ impl Supervisor {
             Ok(()) => match self.regional.get() {
                 None => Ok(()),
                 Some(r) => {
-                    let key = format!("{}:{}:{}", p.tier.as_str(), class.as_str(), p.id);
-                    match r.check(&key, self.budget(premium, class)) {
+                    let budget = self.budget(premium, class);
+                    match r.check(&p.id, p.tier.as_str(), class.as_str(), budget) {
                         Regional::Allowed => Ok(()),
                         Regional::Refused { retry_ms } => {
                             metrics::counter!("ruvector_rate_limited_total", "class" => class.as_str(), "tier" => p.tier.as_str())

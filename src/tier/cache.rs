@@ -12,6 +12,7 @@
 //! or slow (the command timeout), a lookup counts as an error and the search runs; answers are
 //! stored in the background after the reply.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -29,6 +30,9 @@ pub struct SearchCache {
     ttl_s: u64,
     max_answer_bytes: usize,
     lookup_timeout: std::time::Duration,
+    /// Stores on their way to Redis, at most `max_pending` (each holds its answer).
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
 }
 
 impl SearchCache {
@@ -38,6 +42,7 @@ impl SearchCache {
         ttl_s: u64,
         max_answer_bytes: usize,
         lookup_timeout: std::time::Duration,
+        max_pending: usize,
     ) -> SearchCache {
         for result in [HIT, MISS, ERROR] {
             metrics::counter!("ruvector_cache_requests_total", "result" => result).absolute(0);
@@ -48,6 +53,8 @@ impl SearchCache {
             ttl_s,
             max_answer_bytes,
             lookup_timeout,
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending,
         }
     }
 
@@ -88,20 +95,26 @@ impl SearchCache {
         got.ok().flatten()
     }
 
-    /// Stores a `results` JSON under `key` in the background (answers above
-    /// `redis.cache_max_answer_bytes` are not kept).
+    /// Stores a `results` JSON under `key` in the background. Not kept: answers above
+    /// `redis.cache_max_answer_bytes`, and any while `redis.cache_max_pending` stores are still
+    /// on their way (a slow Redis must not pile up answers in memory).
     pub fn put(&self, key: String, results: String) {
         if results.len() > self.max_answer_bytes {
             return;
         }
-        let tier = self.tier.clone();
-        let ttl = self.ttl_s;
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("ruvector_cache_stores_dropped_total").increment(1);
+            return;
+        }
+        let (tier, pending, ttl) = (self.tier.clone(), self.pending.clone(), self.ttl_s);
         tokio::spawn(async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&key).arg(results).arg("EX").arg(ttl);
             if tier.cmd::<()>(&cmd).await.is_ok() {
                 metrics::counter!("ruvector_cache_stores_total").increment(1);
             }
+            pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

@@ -61,11 +61,14 @@ pub struct RegionalLimits {
     tier: Arc<RedisTier>,
     script: redis::Script,
     prefix: String,
-    leases: DashMap<String, Mutex<Lease>>,
+    leases: DashMap<LeaseKey, Mutex<Lease>>,
     lease: u32,
     lease_for: Duration,
     max_keys: usize,
 }
+
+/// Whose lease: the caller's id, its tier and the request class (no allocation per request).
+type LeaseKey = (Arc<str>, &'static str, &'static str);
 
 /// A caller's budget: tokens per second and burst.
 #[derive(Clone, Copy)]
@@ -96,31 +99,38 @@ impl RegionalLimits {
         })
     }
 
-    /// Takes one token of `key`'s regional budget (`key` names the caller, tier and class).
-    /// Never waits on Redis.
-    pub fn check(self: &Arc<Self>, key: &str, budget: Budget) -> Regional {
+    /// Takes one token of the regional budget of caller `id` in `tier` for `class`. Never
+    /// waits on Redis.
+    pub fn check(
+        self: &Arc<Self>,
+        id: &Arc<str>,
+        tier: &'static str,
+        class: &'static str,
+        budget: Budget,
+    ) -> Regional {
         if !self.tier.is_up() {
             return Regional::Allowed;
         }
         let now = Instant::now();
-        if !self.leases.contains_key(key) {
-            if self.leases.len() >= self.max_keys {
-                // Past the bound new callers are limited by governor alone (and logged by the
-                // supervisor's trim); the map never grows without bound.
-                return Regional::Allowed;
-            }
-            self.leases.entry(key.to_string()).or_insert_with(|| {
-                Mutex::new(Lease {
-                    tokens: 0,
-                    expires: now,
-                    denied_until: None,
-                    refilling: false,
-                    last_used: now,
+        let key: LeaseKey = (id.clone(), tier, class);
+        let entry = match self.leases.get(&key) {
+            Some(e) => e,
+            // Past the bound new callers are limited by governor alone (and logged by the
+            // supervisor's trim); the map never grows without bound.
+            None if self.leases.len() >= self.max_keys => return Regional::Allowed,
+            None => self
+                .leases
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Mutex::new(Lease {
+                        tokens: 0,
+                        expires: now,
+                        denied_until: None,
+                        refilling: false,
+                        last_used: now,
+                    })
                 })
-            });
-        }
-        let Some(entry) = self.leases.get(key) else {
-            return Regional::Allowed;
+                .downgrade(),
         };
         let Ok(mut l) = entry.lock() else {
             return Regional::Allowed;
@@ -142,23 +152,24 @@ impl RegionalLimits {
             // A lease's worth on credit already: wait for the refill.
             if !l.refilling {
                 l.refilling = true;
-                self.refill(key.to_string(), budget);
+                self.refill(key.clone(), budget);
             }
             return Regional::Refused { retry_ms: 10 };
         }
         l.tokens -= 1;
         if l.tokens < lease / 2 && !l.refilling {
             l.refilling = true;
-            self.refill(key.to_string(), budget);
+            self.refill(key.clone(), budget);
         }
         Regional::Allowed
     }
 
-    fn refill(self: &Arc<Self>, key: String, budget: Budget) {
+    fn refill(self: &Arc<Self>, key: LeaseKey, budget: Budget) {
         let me = self.clone();
         tokio::spawn(async move {
             let interval_us = 1_000_000 / u64::from(budget.per_s.max(1));
-            let mut inv = me.script.key(format!("{}{key}", me.prefix));
+            let (id, tier, class) = &key;
+            let mut inv = me.script.key(format!("{}{tier}:{class}:{id}", me.prefix));
             inv.arg(interval_us.max(1))
                 .arg(budget.burst.max(1))
                 .arg(me.lease);

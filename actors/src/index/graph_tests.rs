@@ -21,6 +21,18 @@ fn points(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// An empty graph of `dim`-dimensional vectors with M `m` and `ef_construction`.
+fn graph(dim: usize, m: usize, ef_construction: usize, metric: Metric) -> Graph {
+    Graph::new(
+        GraphParams {
+            dim,
+            m,
+            ef_construction,
+        },
+        metric,
+    )
+}
+
 fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
     let dist = SimdDistance { metric: Metric::L2 };
     let mut all: Vec<(f32, u32)> = base
@@ -36,14 +48,7 @@ fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
 fn a_graph_built_by_two_threads_finds_the_true_neighbours() {
     let (n, dim) = (4000, 16);
     let base = points(n, dim, 7);
-    let g = Graph::new(
-        GraphParams {
-            dim,
-            m: 12,
-            ef_construction: 100,
-        },
-        Metric::L2,
-    );
+    let g = graph(dim, 12, 100, Metric::L2);
     std::thread::scope(|s| {
         for t in 0..2 {
             let (g, base) = (&g, &base);
@@ -74,14 +79,7 @@ fn a_graph_built_by_two_threads_finds_the_true_neighbours() {
 fn searches_running_during_inserts_see_only_published_nodes() {
     let (n, dim) = (3000, 8);
     let base = points(n, dim, 11);
-    let g = Graph::new(
-        GraphParams {
-            dim,
-            m: 8,
-            ef_construction: 32,
-        },
-        Metric::L2,
-    );
+    let g = graph(dim, 8, 32, Metric::L2);
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -113,14 +111,7 @@ fn searches_running_during_inserts_see_only_published_nodes() {
 #[test]
 fn searches_honour_the_allowed_set_and_absent_ids() {
     let base = points(500, 8, 3);
-    let g = Graph::new(
-        GraphParams {
-            dim: 8,
-            m: 8,
-            ef_construction: 64,
-        },
-        Metric::L2,
-    );
+    let g = graph(8, 8, 64, Metric::L2);
     // Every third id holds no node.
     for (i, v) in base.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
         g.insert(i as u32, v);
@@ -139,14 +130,7 @@ fn searches_honour_the_allowed_set_and_absent_ids() {
 #[test]
 fn staged_nodes_are_readable_but_not_reached_until_linked() {
     let base = points(200, 8, 5);
-    let g = Graph::new(
-        GraphParams {
-            dim: 8,
-            m: 8,
-            ef_construction: 32,
-        },
-        Metric::L2,
-    );
+    let g = graph(8, 8, 32, Metric::L2);
     for (i, v) in base.iter().enumerate() {
         assert!(g.stage(i as u32, v));
     }
@@ -162,14 +146,7 @@ fn staged_nodes_are_readable_but_not_reached_until_linked() {
 
 fn round_trip_graph(metric: Metric) -> (Graph, Vec<u8>, Vec<Vec<f32>>) {
     let base = points(1500, 12, 21);
-    let g = Graph::new(
-        GraphParams {
-            dim: 12,
-            m: 8,
-            ef_construction: 40,
-        },
-        metric,
-    );
+    let g = graph(12, 8, 40, metric);
     for (i, v) in base.iter().enumerate() {
         if i < 1400 {
             g.insert(i as u32, v);
