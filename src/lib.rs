@@ -40,6 +40,7 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod lifecycle;
+pub mod regions;
 pub mod registry;
 pub mod server;
 pub mod service;
@@ -76,6 +77,8 @@ pub struct Running {
     router: Addr<Router>,
     server: ServerHandle,
     settings: Arc<Settings>,
+    /// Publisher and region links (none without Redis).
+    _replication: Option<Addr<regions::Replication>>,
 }
 
 /// Starts the engine and the HTTP server. Must run inside an actix `System`.
@@ -137,6 +140,7 @@ pub async fn start(
             settings.rate_limit.max_keys,
         ));
     }
+    let replication = regions::start(&settings, catalogue.clone(), router.clone())?;
     let state = web::Data::new(AppState {
         router: router.clone(),
         catalogue,
@@ -186,6 +190,7 @@ pub async fn start(
         }
     });
     Ok(Running {
+        _replication: replication,
         addrs,
         lifecycle,
         streams,

@@ -67,9 +67,6 @@ fn main() {
     } else {
         None
     };
-    if !settings.redis.url.is_empty() {
-        tracing::warn!("redis.url is set but this build runs without Redis (single instance on the data directory)");
-    }
     let result = actix_web::rt::System::new().block_on(async move {
         let running = start(settings, prometheus).await?;
         for a in &running.addrs {

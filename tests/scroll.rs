@@ -93,7 +93,7 @@ fn paging_returns_every_point_once_in_bytewise_id_order_across_shards() {
             .into_iter()
             .find(|p| p["id"] == replaced.as_str())
             .unwrap();
-        ((), v["version"]["seq"].as_u64().unwrap())
+        ((), v["version"]["ts"].as_u64().unwrap())
     };
     s.ok(
         "PUT",
@@ -110,10 +110,15 @@ fn paging_returns_every_point_once_in_bytewise_id_order_across_shards() {
     for p in &got {
         let v: Vec<f32> = serde_json::from_value(p["vector"].clone()).unwrap();
         assert_eq!(&v, &expected[p["id"].as_str().unwrap()]);
-        assert!(p["version"]["seq"].as_u64().is_some(), "{p}");
+        // The replication version: origin time, region, instance, version vector.
+        assert!(p["version"]["ts"].as_u64().is_some(), "{p}");
+        assert!(
+            p["version"]["region"].is_string() && p["version"]["vv"].is_object(),
+            "{p}"
+        );
     }
     let r = got.iter().find(|p| p["id"] == replaced.as_str()).unwrap();
-    assert!(r["version"]["seq"].as_u64().unwrap() > before);
+    assert!(r["version"]["ts"].as_u64().unwrap() > before);
     assert!(r.get("metadata").is_none(), "replaced without metadata");
     let other = got.iter().find(|p| p["id"] != replaced.as_str()).unwrap();
     assert!(other["metadata"]["n"].is_number());

@@ -49,21 +49,21 @@ fn every_logged_write_carries_origin_time_region_and_instance() {
         let data = std::fs::read(&path).unwrap();
         let (format, mut pos) = Format::of_segment(&data);
         while let Decoded::Record {
-            seq, stamp, len, ..
+            seq, version, len, ..
         } = decode(format, &data[pos..])
         {
-            stamps.push((seq, stamp.expect("a stamped record")));
+            stamps.push((seq, version.expect("a stamped record")));
             pos += len;
         }
     }
     stamps.sort_by_key(|(seq, _)| *seq);
     assert_eq!(stamps.len(), 6, "five upserts and a delete");
     for w in stamps.windows(2) {
-        assert!(w[1].1.origin_ts_ns > w[0].1.origin_ts_ns, "{w:?}");
+        assert!(w[1].1.ts > w[0].1.ts, "{w:?}");
     }
     for (_, st) in &stamps {
-        assert_eq!((st.region.as_str(), st.instance.as_str()), ("eu", "eu-1"));
-        assert!(st.origin_ts_ns >= before && st.origin_ts_ns < before + 60_000_000_000);
+        assert_eq!((st.region.as_ref(), st.instance.as_ref()), ("eu", "eu-1"));
+        assert!(st.ts >= before && st.ts < before + 60_000_000_000);
     }
     // The stamped log replays after kill -9.
     let s = Server::start_in(dir.path(), &env, 1);

@@ -168,11 +168,15 @@ pub struct EngineConfig {
     pub origin: WriteOrigin,
 }
 
-/// The region and instance a write is made in; with an empty region writes carry no stamp.
+/// The region and instance a write is made in; with an empty region writes carry no version.
+/// With `publish`, each shard keeps its log until the change log (Redis) holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOrigin {
     pub region: String,
     pub instance: String,
+    pub publish: bool,
+    /// How long a delete's tombstone is kept for late concurrent writes to lose against it.
+    pub tombstone_retention_s: u64,
 }
 
 fn cores() -> usize {

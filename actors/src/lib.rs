@@ -35,6 +35,7 @@ pub mod router;
 pub mod shard;
 pub mod storage;
 pub mod types;
+pub mod version;
 
 pub use error::{EngineError, Overload, Result};
 
@@ -52,5 +53,5 @@ pub use router::{
     Catalogue, Collection, CollectionInfo, CollectionOptions, CreateCollection, DropCollection,
     ListCollections, LoadAll, Lookup, Ranked, RouteWrite, Router, SearchRequest, StopAll,
 };
-pub use shard::WriteOp;
+pub use shard::{ReplicatedChange, WriteOp};
 pub use types::{validate_collection_name, validate_vector, Hit, Metadata, Metric, Point};

@@ -133,7 +133,8 @@ pub fn restart(p: &Partition) -> Result<(Duration, Duration), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let seq = p.table().slots.len() as u64;
     let t = Instant::now();
-    snapshot::write(dir.path(), seq, p, None).map_err(|e| e.to_string())?;
+    let versions = ruvector_actors::index::versions::Versions::default();
+    snapshot::write(dir.path(), seq, p, &versions, None).map_err(|e| e.to_string())?;
     let wrote = t.elapsed();
     let t = Instant::now();
     let loaded =

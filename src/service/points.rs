@@ -120,15 +120,20 @@ pub async fn page(
         .max(1);
     let (points, more) = c.page(cursor.as_deref(), limit);
     let next = if more {
-        points.last().map(|(p, _)| p.id.clone())
+        points.last().map(|(p, _, _)| p.id.clone())
     } else {
         None
     };
     let points: Vec<serde_json::Value> = points
         .into_iter()
-        .map(|(p, seq)| {
-            let mut v =
-                serde_json::json!({"id": p.id, "vector": p.vector, "version": {"seq": seq}});
+        .map(|(p, seq, version)| {
+            // The replication version where writes are stamped (identical in every region once
+            // they converge); the shard's sequence number otherwise.
+            let version = match version {
+                Some(v) => v.to_json(),
+                None => serde_json::json!({ "seq": seq }),
+            };
+            let mut v = serde_json::json!({"id": p.id, "vector": p.vector, "version": version});
             if let Some(m) = p.metadata {
                 v["metadata"] = serde_json::Value::Object(m);
             }

@@ -269,6 +269,8 @@ impl Settings {
             origin: WriteOrigin {
                 region: self.server.region.clone(),
                 instance: self.server.instance_id.clone(),
+                publish: self.redis.enabled(),
+                tombstone_retention_s: self.regions.tombstone_retention_s,
             },
         }
     }

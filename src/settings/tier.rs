@@ -30,6 +30,13 @@ pub struct RedisSettings {
     pub health_interval_ms: u64,
 }
 
+impl RedisSettings {
+    /// Whether a Redis is configured (cache, shared limits, change log).
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+}
+
 /// One peer region: its Redis (whose change stream this region tails) and, optionally, its
 /// HTTP address for a full resync.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +57,10 @@ pub struct RegionsSettings {
     pub tombstone_retention_s: u64,
     /// How long one blocking read of a peer's stream waits for news (ms).
     pub block_ms: u64,
+    /// Most entries one read of a stream takes, and most records one publish appends.
+    pub batch: u64,
+    /// How often the publisher looks for acknowledged writes not yet in the stream (ms).
+    pub publish_interval_ms: u64,
     #[serde(default)]
     pub peers: Vec<PeerSettings>,
 }
@@ -105,10 +116,15 @@ pub fn validate(
         ("redis.health_interval_ms", redis.health_interval_ms),
         ("regions.stream_maxlen", regions.stream_maxlen),
         ("regions.block_ms", regions.block_ms),
+        ("regions.batch", regions.batch),
+        ("regions.publish_interval_ms", regions.publish_interval_ms),
     ] {
         if v == 0 {
             return fail(key, "must be at least 1".into());
         }
+    }
+    if regions.batch > 10_000 {
+        return fail("regions.batch", "at most 10000".into());
     }
     if !regions.peers.is_empty() && redis.url.is_empty() {
         return fail(

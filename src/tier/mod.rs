@@ -9,5 +9,5 @@ mod client;
 mod limits;
 
 pub use cache::SearchCache;
-pub use client::{RedisTier, TierError};
+pub use client::{dedicated_connection, RedisTier, TierError};
 pub use limits::{Budget, Regional, RegionalLimits};

@@ -12,6 +12,7 @@ use reqwest::blocking::Client;
 use serde_json::Value;
 
 pub mod redis_server;
+pub mod regions;
 
 pub struct Server {
     child: Child,

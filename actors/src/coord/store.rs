@@ -167,7 +167,7 @@ impl Store {
             dir,
             base,
             ReplayMode::Strict,
-            |_, op, _| match Change::from_op(op) {
+            |_, _, op, _| match Change::from_op(op) {
                 Ok(c) => state.apply(c, topic_history),
                 Err(e) => bad = Some(e),
             },

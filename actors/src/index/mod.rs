@@ -7,3 +7,4 @@ pub mod graph;
 pub mod hnsw;
 mod slab;
 mod slots;
+pub mod versions;

@@ -21,6 +21,12 @@ impl Catalogue {
         self.0.get(name).map(|c| c.value().clone())
     }
 
+    /// Every installed collection (for background work that visits each, e.g. publishing
+    /// changes).
+    pub fn all(&self) -> Vec<Arc<Collection>> {
+        self.0.iter().map(|c| c.value().clone()).collect()
+    }
+
     pub(super) fn insert(&self, c: Arc<Collection>) {
         self.0.insert(c.spec.name.clone(), c);
     }

@@ -14,12 +14,17 @@ use crate::error::{EngineError, Result};
 use crate::index::distance::to_graph_form;
 use crate::index::filter::Filter;
 use crate::shard::{
-    search_shard, ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite, WriteOp,
+    search_shard, ReplicatedChange, ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite,
+    WriteOp,
 };
 use crate::types::{
     apply_patch, validate_metadata, validate_point_id, validate_vector, CollectionSpec, Hit,
     HnswParams, Metadata, Metric, Point,
 };
+use crate::version::PointVersion;
+
+/// A point of a scroll page: the point, its sequence number in its shard, its version.
+pub type PagedPoint = (Point, u64, Option<Arc<PointVersion>>);
 
 pub struct ShardHandle {
     pub addr: Addr<ShardActor>,
@@ -87,14 +92,30 @@ impl Collection {
         }
     }
 
+    /// The shared state of each shard (the change-log publisher reads their logs).
+    pub fn shard_states(&self) -> impl Iterator<Item = &Arc<ShardState>> {
+        self.shards.iter().map(|s| &s.state)
+    }
+
     /// Up to `limit` points in id order (bytewise) after `after`, over all shards, each with the
-    /// sequence number of its version; and whether more follow. Each shard reads at most
-    /// `limit + 1` points from its ordered id map, so a page costs O(shards × limit), not a scan.
-    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<(Point, u64)>, bool) {
-        let mut all: Vec<(Point, u64)> = self
+    /// sequence number of its version in its shard and its replication version (when writes are
+    /// stamped); and whether more follow. Each shard reads at most `limit + 1` points from its
+    /// ordered id map, so a page costs O(shards × limit), not a scan.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<PagedPoint>, bool) {
+        let mut all: Vec<PagedPoint> = self
             .shards
             .iter()
-            .flat_map(|s| s.state.partition().page(after, limit.saturating_add(1)))
+            .flat_map(|s| {
+                let points = s.state.partition().page(after, limit.saturating_add(1));
+                let versions = s.state.versions();
+                points
+                    .into_iter()
+                    .map(|(p, seq)| {
+                        let v = versions.live(&p.id).cloned();
+                        (p, seq, v)
+                    })
+                    .collect::<Vec<_>>()
+            })
             .collect();
         all.sort_unstable_by(|a, b| a.0.id.as_bytes().cmp(b.0.id.as_bytes()));
         let more = all.len() > limit;
@@ -148,6 +169,22 @@ impl Collection {
                     }
                 }
                 WriteOp::Delete { id } => validate_point_id(id)?,
+                WriteOp::Replicated { id, change, .. } => {
+                    validate_point_id(id)?;
+                    match change {
+                        ReplicatedChange::Upsert { vector, metadata } => {
+                            validate_vector(vector, self.spec.dimension, self.spec.metric)?;
+                            if let Some(m) = metadata {
+                                self.check_metadata(m)?;
+                            }
+                        }
+                        ReplicatedChange::Metadata { metadata: Some(m) } => {
+                            self.check_metadata(m)?
+                        }
+                        ReplicatedChange::Metadata { metadata: None }
+                        | ReplicatedChange::Delete => {}
+                    }
+                }
             }
         }
         Ok(())
@@ -172,12 +209,7 @@ impl Collection {
         let n = self.shards.len();
         let mut per_shard: Vec<(Vec<usize>, Vec<WriteOp>)> = vec![(vec![], vec![]); n];
         for (i, op) in ops.into_iter().enumerate() {
-            let id = match &op {
-                WriteOp::Upsert { id, .. } | WriteOp::Delete { id } | WriteOp::Patch { id, .. } => {
-                    id
-                }
-            };
-            let s = self.shard_of(id);
+            let s = self.shard_of(op.id());
             per_shard[s].0.push(i);
             per_shard[s].1.push(op);
         }

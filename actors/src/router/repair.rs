@@ -60,7 +60,7 @@ fn repair_shard(dir: &Path, shard: usize, spec: PartitionSpec) -> Result<ShardRe
     }
     let loaded = load_partition(dir, spec, ReplayMode::Repair)?;
     let seq = loaded.report.last_seq;
-    snapshot::write(dir, seq, &loaded.partition, None)?;
+    snapshot::write(dir, seq, &loaded.partition, &loaded.versions, None)?;
     let mut log = WriteLog::create(dir, seq + 1)?;
     log.rotate_after_snapshot(seq, seq)?;
     Ok(ShardRepair {

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::error::{EngineError, Result};
 use crate::index::hnsw::{Op, Partition, PartitionSpec};
+use crate::index::versions::Versions;
 use crate::storage::snapshot::{self, GraphSource};
 use crate::storage::wal::{self, Hole, ReplayMode, ReplayReport};
 use crate::types::{validate_point_id, validate_vector};
@@ -24,6 +25,8 @@ const MAX_ATTEMPTS: usize = 16;
 /// A partition rebuilt from disk.
 pub struct LoadedPartition {
     pub partition: Partition,
+    /// Each point's version and the tombstones, from the snapshot and the log after it.
+    pub versions: Versions,
     pub report: ReplayReport,
     /// Sequence number of the snapshot it started from (0: none).
     pub from_seq: u64,
@@ -91,20 +94,21 @@ pub fn load_partition(
     for _ in 0..MAX_ATTEMPTS {
         let found = snapshot::load_latest(dir, spec)?;
         let claimed = found.claimed();
-        let (partition, from_seq, source) = match found.loaded {
+        let (partition, mut versions, from_seq, source) = match found.loaded {
             Some(l) => (
                 l.partition,
+                l.versions,
                 l.seq,
                 match l.graph {
                     GraphSource::Snapshot => "snapshot",
                     GraphSource::Rebuilt => "rebuilt",
                 },
             ),
-            None => (Partition::new(spec), 0, "empty"),
+            None => (Partition::new(spec), Versions::default(), 0, "empty"),
         };
         let mut pending: Vec<(u64, Op)> = Vec::new();
         let mut failed: Option<Failure> = None;
-        let mut report = wal::replay(dir, from_seq, mode, |seq, op, raw| {
+        let mut report = wal::replay(dir, from_seq, mode, |seq, version, op, raw| {
             if failed.is_some() || skip.contains(&seq) {
                 return;
             }
@@ -112,6 +116,11 @@ pub fn load_partition(
                 quarantine(dir, seq, raw, &e.to_string());
                 quarantined += 1;
                 return;
+            }
+            // A version is restored with its record (a record that panics the graph later is
+            // retried without it: the whole load starts over).
+            if let Some(v) = version {
+                versions.record(&op, std::sync::Arc::new(v));
             }
             let one_by_one = careful.is_some_and(|(a, b)| (a..=b).contains(&seq));
             if !one_by_one {
@@ -170,6 +179,7 @@ pub fn load_partition(
         }
         return Ok(LoadedPartition {
             partition,
+            versions,
             report,
             from_seq,
             source,

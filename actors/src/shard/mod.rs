@@ -7,6 +7,7 @@
 //! last applied sequence number.
 
 pub mod load;
+mod resolve;
 mod state;
 mod writer;
 
@@ -18,8 +19,9 @@ use actix::prelude::*;
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
+pub use resolve::{ReplicatedChange, WriteOp};
 pub use state::ShardState;
-pub use writer::{WriteJob, WriteOp, WriteOutcome};
+pub use writer::{WriteJob, WriteOutcome};
 
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Overload, Result};
@@ -136,9 +138,13 @@ impl OpenedShard {
         let state = Arc::new(ShardState::new(
             Arc::from(collection),
             shard,
+            dir.to_path_buf(),
+            log_id(dir)?,
             partition,
+            loaded.versions,
             report.last_seq,
             hub,
+            cfg.origin.publish,
         ));
         let log = WriteLog::create(dir, report.last_seq + 1)?;
         let (tx, rx) = crossbeam_channel::bounded(cfg.storage.writer_queue);
@@ -156,6 +162,7 @@ impl OpenedShard {
             failed: None,
             origin: cfg.origin.clone(),
             last_stamp_ns: 0,
+            last_prune: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("writer-{collection}-{shard}"))
@@ -184,6 +191,24 @@ impl OpenedShard {
         let actor = self.actor;
         ShardActor::start_in_arbiter(arbiter, move |_| actor)
     }
+}
+
+/// The shard's log id (`log_id` in its directory), made on first open.
+fn log_id(dir: &Path) -> Result<Arc<str>> {
+    let path = dir.join("log_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(Arc::from(id.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = dir.join("log_id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    crate::storage::wal::sync_dir(dir)?;
+    Ok(Arc::from(id))
 }
 
 /// Directory of shard `i` of a collection.

@@ -1,6 +1,7 @@
 //! `ShardState`: what a shard's actor, its writer thread and the router share — the current
-//! partition (swapped whole after a rebuild), the last applied sequence number, the discard flag
-//! of a collection being deleted, and the hub applied writes are published to.
+//! partition (swapped whole after a rebuild), its points' versions, the last applied sequence
+//! number, how far the change log has been published (the log is kept from there), the discard
+//! flag of a collection being deleted, and the hub applied writes are published to.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,13 +10,24 @@ use parking_lot::RwLock;
 
 use crate::hub::Hub;
 use crate::index::hnsw::Partition;
+use crate::index::versions::Versions;
 
 /// What the actor, its writer thread and the router share.
 pub struct ShardState {
     pub collection: Arc<str>,
     pub shard: usize,
+    /// The shard's directory (its log is read there by the change-log publisher).
+    pub dir: std::path::PathBuf,
+    /// Random, made once with the shard's directory: names this shard's log in the change log
+    /// (a collection deleted and re-created gets new ones, its sequence numbers start again).
+    pub log_id: Arc<str>,
     partition: RwLock<Arc<Partition>>,
+    /// Each point's version and the tombstones of deleted ones (the writer alone changes it).
+    versions: RwLock<Versions>,
     seq: AtomicU64,
+    /// The last sequence number the change log holds (`u64::MAX`: nothing to publish); log
+    /// segments after it are kept.
+    published: AtomicU64,
     /// Set when the collection is being deleted: no final snapshot.
     discarded: AtomicBool,
     /// Where applied writes are published (subscriptions, replay window).
@@ -23,18 +35,27 @@ pub struct ShardState {
 }
 
 impl ShardState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         collection: Arc<str>,
         shard: usize,
+        dir: std::path::PathBuf,
+        log_id: Arc<str>,
         partition: Partition,
+        versions: Versions,
         seq: u64,
         hub: Arc<Hub>,
+        publish: bool,
     ) -> ShardState {
         ShardState {
             collection,
             shard,
+            dir,
+            log_id,
             partition: RwLock::new(Arc::new(partition)),
+            versions: RwLock::new(versions),
             seq: AtomicU64::new(seq),
+            published: AtomicU64::new(if publish { 0 } else { u64::MAX }),
             discarded: AtomicBool::new(false),
             hub,
         }
@@ -47,6 +68,29 @@ impl ShardState {
 
     pub(super) fn swap_partition(&self, p: Arc<Partition>) {
         *self.partition.write() = p;
+    }
+
+    /// Each point's version (read: scroll pages; the writer alone writes).
+    pub fn versions(&self) -> parking_lot::RwLockReadGuard<'_, Versions> {
+        self.versions.read()
+    }
+
+    pub(super) fn versions_mut(&self) -> parking_lot::RwLockWriteGuard<'_, Versions> {
+        self.versions.write()
+    }
+
+    pub(super) fn replace_versions(&self, v: Versions) {
+        *self.versions.write() = v;
+    }
+
+    /// The last sequence number published to the change log (`u64::MAX`: no publishing).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Called by the change-log publisher once Redis holds every record up to `seq`.
+    pub fn set_published(&self, seq: u64) {
+        self.published.store(seq, Ordering::Release);
     }
 
     /// Marks the shard's data as about to be deleted.

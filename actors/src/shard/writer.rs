@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use super::load;
+use super::resolve::{resolve, WriteOp};
 use super::state::ShardState;
 use crate::config::IndexConfig;
 use crate::config::StorageConfig;
@@ -23,28 +24,10 @@ use crate::error::{EngineError, Result};
 use crate::hub::{Change, ChangeOp};
 use crate::index::hnsw::{Op, Partition};
 use crate::pool::QueueWait;
-use crate::storage::record::WriteStamp;
 use crate::storage::wal::{ReplayMode, WriteLog};
 use crate::storage::{snapshot, FsyncMode};
-use crate::types::{apply_patch, Metadata};
-
-/// A write as a client asks for it (resolved into an `Op` by the writer).
-#[derive(Debug, Clone)]
-pub enum WriteOp {
-    Upsert {
-        id: String,
-        vector: Vec<f32>,
-        metadata: Option<Metadata>,
-    },
-    Delete {
-        id: String,
-    },
-    /// Merge keys into the metadata; a `null` value removes the key.
-    Patch {
-        id: String,
-        patch: Metadata,
-    },
-}
+use crate::types::Metadata;
+use crate::version::PointVersion;
 
 /// Per op: whether its target existed (delete and patch of a missing point do nothing).
 pub type WriteOutcome = Vec<bool>;
@@ -146,6 +129,8 @@ pub(super) struct Writer {
     /// The last stamp's time (ns): stamps of one shard strictly increase even if the clock
     /// steps back.
     pub last_stamp_ns: u64,
+    /// When tombstones were last pruned.
+    pub last_prune: Instant,
 }
 
 struct Rebuild {
@@ -153,6 +138,8 @@ struct Rebuild {
     backlog: Vec<(u64, Op)>,
 }
 
+/// How often expired tombstones are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long the writer sleeps when idle before it looks at snapshots and rebuilds again.
 const IDLE_TICK: Duration = Duration::from_millis(500);
 /// A rebuild whose backlog of concurrent writes grows past this is abandoned (and retried).
@@ -248,68 +235,32 @@ impl Writer {
 
     fn commit(&mut self, mut batch: Vec<WriteJob>, rebuild: &mut Option<Rebuild>) {
         let partition = self.state.partition();
-        let mut seq = self.state.seq();
-        // Existence and metadata as this batch changes them, for delete/patch checks.
-        let mut overlay: HashMap<String, Option<Option<Arc<Metadata>>>> = HashMap::new();
-        let mut records: Vec<(u64, Op)> = Vec::new();
-        let mut outcomes: Vec<WriteOutcome> = Vec::with_capacity(batch.len());
-        for job in batch.iter_mut() {
-            let mut outcome = Vec::with_capacity(job.ops.len());
-            // The ops are taken, not cloned: a point's metadata exists once, shared by the
-            // record, the slot and the hub's change.
-            for op in std::mem::take(&mut job.ops) {
-                let current =
-                    |id: &str, overlay: &HashMap<String, Option<Option<Arc<Metadata>>>>| {
-                        match overlay.get(id) {
-                            Some(state) => state.clone(),
-                            None => partition.metadata_of(id),
-                        }
-                    };
-                let resolved = match op {
-                    WriteOp::Upsert {
-                        id,
-                        vector,
-                        metadata,
-                    } => {
-                        let metadata = metadata.map(Arc::new);
-                        overlay.insert(id.clone(), Some(metadata.clone()));
-                        Some(Op::Upsert {
-                            id,
-                            vector,
-                            metadata,
-                        })
-                    }
-                    WriteOp::Delete { id } => match current(&id, &overlay) {
-                        Some(_) => {
-                            overlay.insert(id.clone(), None);
-                            Some(Op::Delete { id })
-                        }
-                        None => None,
-                    },
-                    WriteOp::Patch { id, patch } => match current(&id, &overlay) {
-                        Some(existing) => {
-                            let mut merged = existing.as_deref().cloned().unwrap_or_default();
-                            apply_patch(&mut merged, &patch);
-                            let merged = Some(Arc::new(merged));
-                            overlay.insert(id.clone(), Some(merged.clone()));
-                            Some(Op::SetMetadata {
-                                id,
-                                metadata: merged,
-                            })
-                        }
-                        None => None,
-                    },
-                };
-                outcome.push(resolved.is_some());
-                if let Some(op) = resolved {
-                    seq += 1;
-                    records.push((seq, op));
-                }
-            }
-            outcomes.push(outcome);
-        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .max(self.last_stamp_ns + 1);
+        let jobs = batch
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.ops))
+            .collect();
+        let (resolved, max_ts) = {
+            let versions = self.state.versions();
+            resolve(
+                &partition,
+                &versions,
+                &self.origin,
+                now,
+                self.state.seq() + 1,
+                jobs,
+            )
+        };
+        // Stamps of one shard strictly increase even if the clock steps back.
+        self.last_stamp_ns = max_ts;
+        let (records, versions, outcomes) =
+            (resolved.records, resolved.versions, resolved.outcomes);
+        let seq = records.last().map_or(self.state.seq(), |(s, _)| *s);
         let mark = self.log.mark();
-        if let Err(e) = self.persist(&records) {
+        if let Err(e) = self.persist(&records, &versions) {
             tracing::error!(collection = %self.state.collection, shard = self.state.shard, error = %e, "write log failed; writes refused");
             for job in batch {
                 let _ = job
@@ -337,6 +288,14 @@ impl Writer {
             return;
         }
 
+        {
+            let mut table = self.state.versions_mut();
+            for ((_, op), v) in records.iter().zip(versions) {
+                if let Some(v) = v {
+                    table.record(op, v);
+                }
+            }
+        }
         if let Some(r) = rebuild.as_mut() {
             r.backlog.extend(records.iter().cloned());
         }
@@ -357,25 +316,20 @@ impl Writer {
         }
     }
 
-    fn persist(&mut self, records: &[(u64, Op)]) -> std::io::Result<()> {
+    fn persist(
+        &mut self,
+        records: &[(u64, Op)],
+        versions: &[Option<Arc<PointVersion>>],
+    ) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        // One stamp per batch (its records are ordered by their sequence numbers): origin time,
-        // region, instance — what replication will order concurrent writes by.
-        let stamp = (!self.origin.region.is_empty()).then(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            self.last_stamp_ns = now.max(self.last_stamp_ns + 1);
-            WriteStamp {
-                origin_ts_ns: self.last_stamp_ns,
-                region: self.origin.region.clone(),
-                instance: self.origin.instance.clone(),
-            }
-        });
-        self.log
-            .append(records.iter().map(|(s, op)| (*s, stamp.as_ref(), op)))?;
+        self.log.append(
+            records
+                .iter()
+                .zip(versions)
+                .map(|((s, op), v)| (*s, v.as_deref(), op)),
+        )?;
         if self.storage.fsync != FsyncMode::Never {
             let t = Instant::now();
             self.log.sync()?;
@@ -410,8 +364,26 @@ impl Writer {
         self.state.publish_unindexed(p.unindexed());
     }
 
+    /// Drops tombstones older than `regions.tombstone_retention_s` (at most once a minute).
+    fn prune_tombstones(&mut self) {
+        let retention = self.origin.tombstone_retention_s;
+        if retention == 0 || self.last_prune.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        self.last_prune = Instant::now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let before = now.saturating_sub(retention.saturating_mul(1_000_000_000));
+        let dropped = self.state.versions_mut().prune_graves(before);
+        if dropped > 0 {
+            metrics::counter!("ruvector_tombstones_pruned_total").increment(dropped as u64);
+        }
+    }
+
     fn maintain(&mut self, rebuild: &mut Option<Rebuild>) {
         self.state.publish_gauges();
+        self.prune_tombstones();
         // Finish a rebuild: replay what changed meanwhile, then swap the new partition in.
         if let Some(r) = rebuild.as_mut() {
             if let Ok(Rebuilt(fresh)) = r.done.try_recv() {
@@ -481,6 +453,7 @@ impl Writer {
                 tracing::warn!(collection = %self.state.collection, shard = self.state.shard, reason, points = l.partition.live(), "shard partition rebuilt from disk");
                 self.state.set_seq(l.report.last_seq);
                 self.state.swap_partition(Arc::new(l.partition));
+                self.state.replace_versions(l.versions);
                 self.log = log;
             }
             Err(e) => {
@@ -498,8 +471,13 @@ impl Writer {
         let partition = self.state.partition();
         let t = Instant::now();
         let keep = self.kept_snapshot.filter(|k| *k < seq);
-        let result = snapshot::write(&self.dir, seq, &partition, keep)
-            .and_then(|_| self.log.rotate_after_snapshot(seq, keep.unwrap_or(0)));
+        // The log after the last published record is the replication outbox: kept.
+        let keep_log_after = keep.unwrap_or(seq).min(self.state.published());
+        let result = {
+            let versions = self.state.versions();
+            snapshot::write(&self.dir, seq, &partition, &versions, keep)
+        }
+        .and_then(|_| self.log.rotate_after_snapshot(seq, keep_log_after));
         self.last_snapshot = Instant::now();
         match result {
             Ok(()) => {

@@ -7,6 +7,7 @@
 
 pub mod record;
 pub mod snapshot;
+pub mod tail;
 pub mod wal;
 
 use serde::Deserialize;

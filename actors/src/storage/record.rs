@@ -1,11 +1,13 @@
-//! The byte form of a log record, in two versions.
+//! The byte form of a log record, in three versions.
 //!
-//! - **v2** (written today): a segment starts with an 8-byte header (`RVWAL`, 0, version u16 LE);
+//! - **v3** (written today): a segment starts with an 8-byte header (`RVWAL`, 0, version u16 LE);
 //!   each record is `[magic u32 LE][len u32 LE][crc32 u32 LE][postcard payload]`, the checksum
 //!   covering the length and the payload. The magic lets replay re-synchronise after damage in
 //!   the middle of a segment (scan for the next magic whose checksum holds) instead of dropping
-//!   everything after it. The payload carries an optional write stamp (origin time, region,
-//!   instance) for replication, so the format changes once.
+//!   everything after it. The payload carries the version the write gives its point (stamp and
+//!   version vector, see `version.rs`), so replay restores versions and tombstones exactly.
+//! - **v2** (read only): the same framing; the payload carried only the stamp (origin time,
+//!   region, instance), read as a version whose vector holds its own region alone.
 //! - **v1** (round 1, read only): no segment header, `[len u32][crc32 u32][payload]`.
 //!   Re-synchronising there means trying every offset; a false match needs a 32-bit checksum
 //!   collision *and* the next sequence number.
@@ -19,11 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::hnsw::Op;
 use crate::types::Metadata;
+use crate::version::PointVersion;
 
 /// A record longer than this is taken for corruption.
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
-/// Segment header of the v2 format.
-pub const SEGMENT_HEADER: [u8; 8] = [b'R', b'V', b'W', b'A', b'L', 0, 2, 0];
+/// Segment header of the v3 format (written today).
+pub const SEGMENT_HEADER: [u8; 8] = [b'R', b'V', b'W', b'A', b'L', 0, 3, 0];
+/// Segment header of the v2 format (read only).
+const SEGMENT_HEADER_V2: [u8; 8] = [b'R', b'V', b'W', b'A', b'L', 0, 2, 0];
 const RECORD_MAGIC: [u8; 4] = *b"RVR2";
 const V2_HEADER: usize = 12;
 const V1_HEADER: usize = 8;
@@ -33,22 +38,25 @@ const V1_HEADER: usize = 8;
 pub enum Format {
     V1,
     V2,
+    V3,
 }
 
 impl Format {
     /// The format of a segment from its first bytes, and where its records start.
     pub fn of_segment(data: &[u8]) -> (Format, usize) {
         if data.starts_with(&SEGMENT_HEADER) {
-            (Format::V2, SEGMENT_HEADER.len())
+            (Format::V3, SEGMENT_HEADER.len())
+        } else if data.starts_with(&SEGMENT_HEADER_V2) {
+            (Format::V2, SEGMENT_HEADER_V2.len())
         } else {
             (Format::V1, 0)
         }
     }
 }
 
-/// Who made a write and when: the version stamp replication orders writes by.
+/// Who made a write and when (format v2's payload; v3 carries a whole `PointVersion`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteStamp {
+struct WriteStamp {
     /// Origin wall-clock time, ns since the Unix epoch.
     pub origin_ts_ns: u64,
     pub region: String,
@@ -82,6 +90,25 @@ struct WireRecordV2 {
     seq: u64,
     stamp: Option<WriteStamp>,
     op: WireOp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireRecordV3 {
+    seq: u64,
+    version: Option<PointVersion>,
+    op: WireOp,
+}
+
+impl WriteStamp {
+    fn into_version(self) -> PointVersion {
+        let region: Arc<str> = Arc::from(self.region);
+        PointVersion {
+            ts: self.origin_ts_ns,
+            vv: vec![(region.clone(), self.origin_ts_ns)],
+            region,
+            instance: Arc::from(self.instance),
+        }
+    }
 }
 
 fn meta_text(m: &Option<Arc<Metadata>>) -> Result<Option<String>, String> {
@@ -143,17 +170,17 @@ fn checksum(len: &[u8], payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends the v2 record for `(seq, op)` to `out`. Fails (and appends nothing) only if the op
-/// cannot be serialised: an empty or partial record never reaches the log.
+/// Appends the v3 record for `(seq, version, op)` to `out`. Fails (and appends nothing) only if
+/// the op cannot be serialised: an empty or partial record never reaches the log.
 pub fn encode(
     seq: u64,
-    stamp: Option<&WriteStamp>,
+    version: Option<&PointVersion>,
     op: &Op,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let rec = WireRecordV2 {
+    let rec = WireRecordV3 {
         seq,
-        stamp: stamp.cloned(),
+        version: version.cloned(),
         op: wire_op(op)?,
     };
     let payload = postcard::to_stdvec(&rec).map_err(|e| format!("encode: {e}"))?;
@@ -176,7 +203,7 @@ pub fn encode(
 pub enum Decoded {
     Record {
         seq: u64,
-        stamp: Option<WriteStamp>,
+        version: Option<PointVersion>,
         op: Op,
         /// Bytes the record takes, header included.
         len: usize,
@@ -199,14 +226,14 @@ pub fn decode(format: Format, buf: &[u8]) -> Decoded {
     }
     let header = match format {
         Format::V1 => V1_HEADER,
-        Format::V2 => V2_HEADER,
+        Format::V2 | Format::V3 => V2_HEADER,
     };
     if buf.len() < header {
         return Decoded::Corrupt(format!("torn header ({} bytes)", buf.len()));
     }
     let (len_at, crc_at) = match format {
         Format::V1 => (0, 4),
-        Format::V2 => {
+        Format::V2 | Format::V3 => {
             if buf[..4] != RECORD_MAGIC {
                 return Decoded::Corrupt("record magic missing".into());
             }
@@ -226,23 +253,27 @@ pub fn decode(format: Format, buf: &[u8]) -> Decoded {
     };
     let sum = match format {
         Format::V1 => crc32fast::hash(payload),
-        Format::V2 => checksum(&buf[len_at..len_at + 4], payload),
+        Format::V2 | Format::V3 => checksum(&buf[len_at..len_at + 4], payload),
     };
     if sum != crc {
         return Decoded::Corrupt("checksum mismatch".into());
     }
     let parsed = match format {
         Format::V1 => postcard::from_bytes::<WireRecordV1>(payload).map(|r| (r.seq, None, r.op)),
-        Format::V2 => postcard::from_bytes::<WireRecordV2>(payload).map(|r| (r.seq, r.stamp, r.op)),
+        Format::V2 => postcard::from_bytes::<WireRecordV2>(payload)
+            .map(|r| (r.seq, r.stamp.map(WriteStamp::into_version), r.op)),
+        Format::V3 => {
+            postcard::from_bytes::<WireRecordV3>(payload).map(|r| (r.seq, r.version, r.op))
+        }
     };
-    let (seq, stamp, op) = match parsed {
+    let (seq, version, op) = match parsed {
         Ok(r) => r,
         Err(e) => return Decoded::Corrupt(format!("undecodable record: {e}")),
     };
     match op_of(op) {
         Ok(op) => Decoded::Record {
             seq,
-            stamp,
+            version,
             op,
             len: header + len,
         },
@@ -256,7 +287,7 @@ pub fn resync(format: Format, data: &[u8], from: usize, after: u64) -> Option<us
     let mut at = from + 1;
     while at < data.len() {
         let candidate = match format {
-            Format::V2 => {
+            Format::V2 | Format::V3 => {
                 let rest = &data[at..];
                 let i = rest.windows(4).position(|w| w == RECORD_MAGIC)?;
                 at + i
@@ -292,22 +323,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_round_trips_with_its_stamp() {
-        let stamp = WriteStamp {
-            origin_ts_ns: 7,
-            region: "eu".into(),
-            instance: "i-1".into(),
-        };
+    fn a_record_round_trips_with_its_version() {
+        let version = PointVersion::local(None, 7, &Arc::from("eu"), &Arc::from("i-1"));
         let mut buf = Vec::new();
-        encode(42, Some(&stamp), &up("a"), &mut buf).unwrap();
-        match decode(Format::V2, &buf) {
+        encode(42, Some(&version), &up("a"), &mut buf).unwrap();
+        match decode(Format::V3, &buf) {
             Decoded::Record {
                 seq,
-                stamp: s,
+                version: v,
                 op,
                 len,
             } => {
-                assert_eq!((seq, s, len), (42, Some(stamp), buf.len()));
+                assert_eq!((seq, v, len), (42, Some(version), buf.len()));
                 assert_eq!(op, up("a"));
             }
             other @ (Decoded::End | Decoded::Corrupt(_)) => panic!("{other:?}"),
@@ -324,10 +351,39 @@ mod tests {
         encode(3, None, &up("c"), &mut buf).unwrap();
         buf[second + 14] ^= 0x40;
         assert!(matches!(
-            decode(Format::V2, &buf[second..]),
+            decode(Format::V3, &buf[second..]),
             Decoded::Corrupt(_)
         ));
-        assert_eq!(resync(Format::V2, &buf, second, 1), Some(third));
-        assert_eq!(resync(Format::V2, &buf, third, 3), None);
+        assert_eq!(resync(Format::V3, &buf, second, 1), Some(third));
+        assert_eq!(resync(Format::V3, &buf, third, 3), None);
+    }
+
+    #[test]
+    fn a_v2_record_reads_as_a_version_of_its_own_region() {
+        let rec = WireRecordV2 {
+            seq: 3,
+            stamp: Some(WriteStamp {
+                origin_ts_ns: 9,
+                region: "us".into(),
+                instance: "u1".into(),
+            }),
+            op: WireOp::Delete { id: "x".into() },
+        };
+        let payload = postcard::to_stdvec(&rec).unwrap();
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut buf = SEGMENT_HEADER_V2.to_vec();
+        buf.extend_from_slice(&RECORD_MAGIC);
+        buf.extend_from_slice(&len);
+        buf.extend_from_slice(&checksum(&len, &payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+        let (format, at) = Format::of_segment(&buf);
+        assert_eq!(format, Format::V2);
+        match decode(format, &buf[at..]) {
+            Decoded::Record { seq, version, .. } => {
+                let v = version.unwrap();
+                assert_eq!((seq, v.ts, v.vv), (3, 9, vec![(Arc::from("us"), 9)]));
+            }
+            other @ (Decoded::End | Decoded::Corrupt(_)) => panic!("{other:?}"),
+        }
     }
 }

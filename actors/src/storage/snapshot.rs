@@ -1,6 +1,7 @@
-//! Snapshots of a partition: its slot table (`points.bin`: ids, metadata, versions) and its graph
-//! (`graph.bin`: every node's list, vector and state — the one copy of the vectors), with a
-//! manifest of checksums, written to a temporary directory and renamed into place. A restart
+//! Snapshots of a partition: its slot table (`points.bin`: ids, metadata, versions), its graph
+//! (`graph.bin`: every node's list, vector and state — the one copy of the vectors) and its
+//! points' replication versions with the tombstones of deleted ones (`versions.bin`, format 3;
+//! a format-2 snapshot loads with none), with a manifest of checksums, written to a temporary directory and renamed into place. A restart
 //! loads the graph as it was, so only the log after the snapshot is replayed (and staged, not
 //! linked: the shard links it in the background while it serves).
 //!
@@ -21,14 +22,18 @@ use serde::{Deserialize, Serialize};
 use super::wal::sync_dir;
 use crate::index::graph::Graph;
 use crate::index::hnsw::{Partition, PartitionSpec, Slot, SlotTable};
+use crate::index::versions::Versions;
+use crate::version::PointVersion;
 
 const PREFIX: &str = "snapshot-";
 const TMP: &str = "snapshot.tmp";
 const POINTS: &str = "points.bin";
 const MANIFEST: &str = "manifest.json";
 const GRAPH: &str = "graph.bin";
-/// 2: vectors live in `graph.bin`. 1: vectors in `points.bin`, hnsw_rs's dump (read, never written).
-const FORMAT: u32 = 2;
+const VERSIONS: &str = "versions.bin";
+/// 3: `versions.bin` added. 2: vectors live in `graph.bin` (read). 1: vectors in `points.bin`,
+/// hnsw_rs's dump (read, never written).
+const FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
@@ -65,6 +70,14 @@ struct WireSlot {
     live: bool,
 }
 
+/// One entry of `versions.bin`.
+#[derive(Serialize, Deserialize)]
+struct WireVersion {
+    id: String,
+    live: bool,
+    version: PointVersion,
+}
+
 /// How a loaded partition got its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphSource {
@@ -77,6 +90,7 @@ pub enum GraphSource {
 pub struct Loaded {
     pub seq: u64,
     pub partition: Partition,
+    pub versions: Versions,
     pub graph: GraphSource,
 }
 
@@ -126,7 +140,13 @@ fn file_sum(path: &Path) -> io::Result<FileSum> {
 /// `keep` (the previous good one, kept with the log it needs until this one has proven itself
 /// at a load). Returns the snapshot's directory. The caller must keep writes to `p` paused
 /// meanwhile (the shard writer does: it calls this).
-pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io::Result<PathBuf> {
+pub fn write(
+    shard_dir: &Path,
+    seq: u64,
+    p: &Partition,
+    versions: &Versions,
+    keep: Option<u64>,
+) -> io::Result<PathBuf> {
     let tmp = shard_dir.join(TMP);
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -161,6 +181,7 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io
         g.flush()?;
         t.slots.len() as u64
     };
+    write_versions(&tmp.join(VERSIONS), versions)?;
     let has_graph = true;
     let mut files = Vec::new();
     for entry in fs::read_dir(&tmp)? {
@@ -210,6 +231,24 @@ pub fn write(shard_dir: &Path, seq: u64, p: &Partition, keep: Option<u64>) -> io
     Ok(dest)
 }
 
+fn write_versions(path: &Path, versions: &Versions) -> io::Result<()> {
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    w.write_all(&(versions.len() as u64).to_le_bytes())?;
+    let mut buf = Vec::new();
+    for (id, version, live) in versions.entries() {
+        let wire = WireVersion {
+            id: id.to_string(),
+            live,
+            version: PointVersion::clone(version),
+        };
+        buf.clear();
+        postcard::to_io(&wire, &mut buf).map_err(io::Error::other)?;
+        w.write_all(&(buf.len() as u32).to_le_bytes())?;
+        w.write_all(&buf)?;
+    }
+    w.flush()
+}
+
 /// Moves a damaged snapshot out of the way (kept for inspection, never loaded again).
 pub fn set_aside(dir: &Path) {
     let mut name = dir.as_os_str().to_owned();
@@ -222,7 +261,7 @@ pub fn set_aside(dir: &Path) {
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     let text = fs::read(dir.join(MANIFEST)).map_err(|e| format!("manifest: {e}"))?;
     let m: Manifest = serde_json::from_slice(&text).map_err(|e| format!("manifest: {e}"))?;
-    if m.format != FORMAT && m.format != 1 {
+    if !(1..=FORMAT).contains(&m.format) {
         return Err(format!("unknown snapshot format {}", m.format));
     }
     Ok(m)
@@ -236,22 +275,24 @@ fn verify(dir: &Path, sum: &FileSum) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `points.bin`'s records with `decode`.
+/// Reads a file of length-prefixed records (`points.bin`, `versions.bin`) with `decode`;
+/// `expected`: how many the manifest says (`None`: as many as the file says).
 fn read_records<T>(
     dir: &Path,
-    expected: u64,
-    decode: impl Fn(&[u8]) -> Result<T, String>,
+    file: &str,
+    expected: Option<u64>,
+    mut decode: impl FnMut(&[u8]) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
     let mut r = BufReader::with_capacity(
         1 << 20,
-        File::open(dir.join(POINTS)).map_err(|e| e.to_string())?,
+        File::open(dir.join(file)).map_err(|e| format!("{file}: {e}"))?,
     );
     let mut word = [0u8; 8];
     r.read_exact(&mut word).map_err(|e| e.to_string())?;
     let n = u64::from_le_bytes(word);
-    if n != expected {
+    if expected.is_some_and(|e| e != n) {
         return Err(format!(
-            "points.bin holds {n} slots, manifest says {expected}"
+            "{file} holds {n} records, manifest says {expected:?}"
         ));
     }
     let mut out = Vec::with_capacity(n.min(1 << 24) as usize);
@@ -273,7 +314,7 @@ fn metadata_of(text: Option<String>) -> Result<Option<Arc<crate::types::Metadata
 }
 
 fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
-    read_records(dir, expected, |buf| {
+    read_records(dir, POINTS, Some(expected), |buf| {
         let w: WireSlot = postcard::from_bytes(buf).map_err(|e| e.to_string())?;
         Ok(Slot {
             id: Arc::from(w.id),
@@ -286,7 +327,7 @@ fn read_slots(dir: &Path, expected: u64) -> Result<Vec<Slot>, String> {
 
 /// Format 1's live points with their vectors (dead slots carried none).
 fn read_points_v1(dir: &Path, expected: u64) -> Result<Vec<(Slot, Vec<f32>)>, String> {
-    let all = read_records(dir, expected, |buf| {
+    let all = read_records(dir, POINTS, Some(expected), |buf| {
         let w: WireSlotV1 = postcard::from_bytes(buf).map_err(|e| e.to_string())?;
         let slot = Slot {
             id: Arc::from(w.id),
@@ -297,6 +338,34 @@ fn read_points_v1(dir: &Path, expected: u64) -> Result<Vec<(Slot, Vec<f32>)>, St
         Ok((slot, w.vector))
     })?;
     Ok(all.into_iter().filter(|(s, _)| s.live).collect())
+}
+
+/// The versions of a format-3 snapshot (its checksum already verified); each distinct region
+/// and instance name is held once.
+fn read_versions(dir: &Path) -> Result<Versions, String> {
+    let mut names: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+    let mut intern = |s: Arc<str>| -> Arc<str> {
+        match names.get(&s) {
+            Some(n) => n.clone(),
+            None => {
+                names.insert(s.clone());
+                s
+            }
+        }
+    };
+    let mut out = Versions::default();
+    read_records(dir, VERSIONS, None, |buf| {
+        let w: WireVersion = postcard::from_bytes(buf).map_err(|e| e.to_string())?;
+        let mut v = w.version;
+        v.region = intern(v.region);
+        v.instance = intern(v.instance);
+        for (r, _) in v.vv.iter_mut() {
+            *r = intern(r.clone());
+        }
+        out.restore(Arc::from(w.id), Arc::new(v), w.live);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The graph of a format-2 snapshot, checked against its slots.
@@ -351,14 +420,21 @@ fn load_snapshot(
         return Ok(Loaded {
             seq,
             partition: Partition::build(spec, points, threads),
+            versions: Versions::default(),
             graph: GraphSource::Rebuilt,
         });
     }
     let slots = read_slots(dir, manifest.slots)?;
     let graph = load_graph(dir, &spec, slots.len())?;
+    let versions = if manifest.format >= 3 {
+        read_versions(dir)?
+    } else {
+        Versions::default()
+    };
     Ok(Loaded {
         seq,
         partition: Partition::from_parts(spec, graph, SlotTable::from_slots(slots)),
+        versions,
         graph: GraphSource::Snapshot,
     })
 }

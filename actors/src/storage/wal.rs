@@ -21,8 +21,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Decoded, Format, WriteStamp, SEGMENT_HEADER};
+use super::record::{self, Decoded, Format, SEGMENT_HEADER};
 use crate::index::hnsw::Op;
+use crate::version::PointVersion;
 
 const PREFIX: &str = "wal-";
 const SUFFIX: &str = ".log";
@@ -145,13 +146,13 @@ fn cut(path: &Path, at: usize) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Replays every record with `seq > after` in order (`apply(seq, op, raw bytes)`), telling torn
-/// tails, skippable damage and holes apart (see the module's doc).
+/// Replays every record with `seq > after` in order (`apply(seq, version, op, raw bytes)`),
+/// telling torn tails, skippable damage and holes apart (see the module's doc).
 pub fn replay(
     dir: &Path,
     after: u64,
     mode: ReplayMode,
-    mut apply: impl FnMut(u64, Op, &[u8]),
+    mut apply: impl FnMut(u64, Option<PointVersion>, Op, &[u8]),
 ) -> io::Result<ReplayReport> {
     let mut report = ReplayReport {
         last_seq: after,
@@ -167,7 +168,12 @@ pub fn replay(
         let (format, mut pos) = Format::of_segment(&data);
         loop {
             match record::decode(format, &data[pos..]) {
-                Decoded::Record { seq, op, len, .. } => {
+                Decoded::Record {
+                    seq,
+                    version,
+                    op,
+                    len,
+                } => {
                     let raw = &data[pos..pos + len];
                     pos += len;
                     if seq <= report.last_seq {
@@ -200,7 +206,7 @@ pub fn replay(
                     explained = None;
                     report.last_seq = seq;
                     report.records += 1;
-                    apply(seq, op, raw);
+                    apply(seq, version, op, raw);
                 }
                 Decoded::End => break,
                 Decoded::Corrupt(reason) => {
@@ -303,11 +309,11 @@ impl WriteLog {
     /// be appended before one `sync` (group commit).
     pub fn append<'a>(
         &mut self,
-        records: impl IntoIterator<Item = (u64, Option<&'a WriteStamp>, &'a Op)>,
+        records: impl IntoIterator<Item = (u64, Option<&'a PointVersion>, &'a Op)>,
     ) -> io::Result<()> {
         self.buf.clear();
-        for (seq, stamp, op) in records {
-            record::encode(seq, stamp, op, &mut self.buf).map_err(io::Error::other)?;
+        for (seq, version, op) in records {
+            record::encode(seq, version, op, &mut self.buf).map_err(io::Error::other)?;
         }
         if let Err(e) = self.file.write_all(&self.buf) {
             // Never leave half a batch in the log: later records would sit behind garbage.
@@ -358,7 +364,8 @@ impl WriteLog {
 
     /// After a snapshot at `seq`: opens a new segment at `seq + 1` and deletes every segment
     /// whose records are all at or below `keep_after` (the sequence number of the snapshot kept
-    /// for fallback, or `seq` itself when there is none).
+    /// for fallback, or `seq` itself when there is none, or the last record published to the
+    /// change log when that is lower: the log is the outbox of replication).
     pub fn rotate_after_snapshot(&mut self, seq: u64, keep_after: u64) -> io::Result<()> {
         self.file.sync_data()?;
         let next = WriteLog::create(&self.dir, seq + 1)?;

@@ -18,7 +18,7 @@ fn write_log(dir: &Path, first: u64, n: u64) -> PathBuf {
 
 fn replay_seqs(dir: &Path, mode: ReplayMode) -> (Vec<u64>, ReplayReport) {
     let mut seen = vec![];
-    let report = replay(dir, 0, mode, |seq, _, _| seen.push(seq)).unwrap();
+    let report = replay(dir, 0, mode, |seq, _, _, _| seen.push(seq)).unwrap();
     (seen, report)
 }
 
@@ -160,7 +160,7 @@ fn rotation_keeps_what_the_fallback_snapshot_needs() {
     log.rotate_after_snapshot(3, 2).unwrap();
     assert_eq!(segments(dir.path()).unwrap().len(), 2);
     let mut seen = vec![];
-    replay(dir.path(), 2, ReplayMode::Strict, |seq, _, _| {
+    replay(dir.path(), 2, ReplayMode::Strict, |seq, _, _, _| {
         seen.push(seq)
     })
     .unwrap();
