@@ -16,19 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::Addr;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use ruvector_actors::{
-    CollectionOptions, CreateCollection, EngineError, RouteWrite, Router, WriteOp,
-};
+use ruvector_actors::{Router, WriteOp};
 
+use super::apply::Target;
 use super::entry::ChangeEntry;
 use super::keys;
 use super::offset::{LinkOffset, OffsetFile};
 use super::resync;
 use crate::tier::dedicated_connection;
-
-/// Tries of one batch (creating its collection, waiting out shedding) before the session
-/// restarts and reads it again.
-const WRITE_ATTEMPTS: usize = 40;
 
 pub struct LinkConfig {
     /// The region whose stream this link reads (a peer, or this region).
@@ -256,7 +251,7 @@ impl Link {
         } else {
             tracing::warn!(peer = %self.cfg.peer, reason, http = %self.cfg.http_url, "region link resyncing in full from the peer");
             let t = std::time::Instant::now();
-            let points = resync::copy_all(&self.cfg.http_url, &self.router)
+            let points = resync::copy_all(&self.cfg.http_url, &self.cfg.peer, &self.router)
                 .await
                 .map_err(|e| format!("resync from {}: {e}", self.cfg.http_url))?;
             tracing::info!(peer = %self.cfg.peer, points, ms = t.elapsed().as_millis() as u64, "region link resynced");
@@ -314,13 +309,15 @@ impl Link {
         Ok(())
     }
 
-    /// Writes one collection's entries through the router (creating the collection if this
-    /// region lacks it); answers how many took effect. Retries while the engine sheds or
-    /// loads; an entry the engine refuses as invalid is dropped with a log line.
+    /// Writes one collection's entries through the router (see `apply.rs`); answers how many
+    /// took effect.
     async fn write(&self, entries: Vec<ChangeEntry>) -> Result<u64, String> {
-        let name = entries[0].collection.clone();
-        let (dimension, metric) = (entries[0].dimension, entries[0].metric);
-        let ops: Vec<WriteOp> = entries
+        let (name, dimension, metric) = (
+            entries[0].collection.clone(),
+            entries[0].dimension,
+            entries[0].metric,
+        );
+        let ops = entries
             .into_iter()
             .map(|e| WriteOp::Replicated {
                 id: e.id,
@@ -328,77 +325,14 @@ impl Link {
                 version: std::sync::Arc::new(e.version),
             })
             .collect();
-        let mut delay = Duration::from_millis(20);
-        for _ in 0..WRITE_ATTEMPTS {
-            let sent = self
-                .router
-                .send(RouteWrite {
-                    collection: name.clone(),
-                    ops: ops.clone(),
-                    create_dimension: None,
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            match sent {
-                Ok(outcome) => return Ok(outcome.iter().filter(|b| **b).count() as u64),
-                Err(EngineError::NotFound(_)) => {
-                    let created = self
-                        .router
-                        .send(CreateCollection {
-                            name: name.clone(),
-                            options: CollectionOptions {
-                                dimension,
-                                metric: Some(metric),
-                                ..Default::default()
-                            },
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if let Err(e) = created {
-                        if !matches!(e, EngineError::AlreadyExists(_)) {
-                            return self.refuse(&name, ops.len(), &e);
-                        }
-                    }
-                }
-                Err(EngineError::Overloaded(_)) | Err(EngineError::Unavailable(_)) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(_) if ops.len() > 1 => {
-                    // One bad entry must not hold back the rest: apply them one at a time.
-                    let mut n = 0;
-                    for op in ops {
-                        let one = self
-                            .router
-                            .send(RouteWrite {
-                                collection: name.clone(),
-                                ops: vec![op],
-                                create_dimension: None,
-                            })
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        match one {
-                            Ok(o) => n += o.iter().filter(|b| **b).count() as u64,
-                            Err(e) => {
-                                self.refuse(&name, 1, &e)?;
-                            }
-                        }
-                    }
-                    return Ok(n);
-                }
-                Err(e) => return self.refuse(&name, ops.len(), &e),
-            }
+        Target {
+            router: &self.router,
+            peer: &self.cfg.peer,
+            collection: &name,
+            dimension,
+            metric,
         }
-        // Not written: the session ends and the same entries are read again.
-        Err(format!(
-            "collection {name:?} kept refusing replicated writes"
-        ))
-    }
-
-    fn refuse(&self, collection: &str, n: usize, e: &EngineError) -> Result<u64, String> {
-        metrics::counter!("ruvector_region_rejected_total", "peer" => self.cfg.peer.clone())
-            .increment(n as u64);
-        tracing::warn!(peer = %self.cfg.peer, collection, entries = n, error = %e, "replicated writes refused by the engine");
-        Ok(0)
+        .apply(ops)
+        .await
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! Without Redis configured none of it runs.
 
+mod apply;
 mod entry;
 pub mod keys;
 mod link;

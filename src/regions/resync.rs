@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use actix::Addr;
 use ruvector_actors::version::PointVersion;
-use ruvector_actors::{
-    CollectionOptions, CreateCollection, EngineError, Metadata, Metric, ReplicatedChange,
-    RouteWrite, Router, WriteOp,
-};
+use ruvector_actors::{Metadata, Metric, ReplicatedChange, Router, WriteOp};
 use serde::Deserialize;
+
+use super::apply::Target;
 
 const PAGE: usize = 256;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,24 +47,22 @@ struct Page {
 }
 
 /// Copies every point of every collection of the peer at `base`; answers how many points.
-pub async fn copy_all(base: &str, router: &Addr<Router>) -> Result<u64, String> {
+pub async fn copy_all(base: &str, peer: &str, router: &Addr<Router>) -> Result<u64, String> {
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| e.to_string())?;
     let base = base.trim_end_matches('/');
-    let listing: Listing = http
-        .get(format!("{base}/api/v1/collections"))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let listing: Listing = get_json(&http, format!("{base}/api/v1/collections")).await?;
     let mut copied = 0u64;
     for c in listing.collections {
-        ensure_collection(router, &c).await?;
+        let target = Target {
+            router,
+            peer,
+            collection: &c.name,
+            dimension: c.dimension,
+            metric: c.metric,
+        };
         let mut cursor: Option<String> = None;
         loop {
             let mut query = vec![("limit", PAGE.to_string())];
@@ -103,7 +100,7 @@ pub async fn copy_all(base: &str, router: &Addr<Router>) -> Result<u64, String> 
                 })
                 .collect();
             copied += ops.len() as u64;
-            write(router, &c.name, ops).await?;
+            target.apply(ops).await?;
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,
@@ -113,46 +110,17 @@ pub async fn copy_all(base: &str, router: &Addr<Router>) -> Result<u64, String> 
     Ok(copied)
 }
 
-async fn ensure_collection(router: &Addr<Router>, c: &CollectionRow) -> Result<(), String> {
-    let created = router
-        .send(CreateCollection {
-            name: c.name.clone(),
-            options: CollectionOptions {
-                dimension: c.dimension,
-                metric: Some(c.metric),
-                ..Default::default()
-            },
-        })
+/// A JSON answer of the peer.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: String,
+) -> Result<T, String> {
+    http.get(url)
+        .send()
         .await
-        .map_err(|e| e.to_string())?;
-    match created {
-        Ok(_) | Err(EngineError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(format!("collection {:?}: {e}", c.name)),
-    }
-}
-
-async fn write(router: &Addr<Router>, collection: &str, ops: Vec<WriteOp>) -> Result<(), String> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    let mut delay = Duration::from_millis(20);
-    for _ in 0..40 {
-        let sent = router
-            .send(RouteWrite {
-                collection: collection.to_owned(),
-                ops: ops.clone(),
-                create_dimension: None,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        match sent {
-            Ok(_) => return Ok(()),
-            Err(EngineError::Overloaded(_)) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(format!("collection {collection:?}: {e}")),
-        }
-    }
-    Err(format!("collection {collection:?} stayed overloaded"))
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
 }
