@@ -219,6 +219,19 @@ fn a_region_whose_redis_is_down_keeps_serving_and_publishes_its_backlog_when_it_
     create(r.server(0), "d");
     upsert(r.server(0), "d", vec![point("before", vec![0.0; 4], "us")]);
     r.converged("d", Some(1), WAIT);
+    // A frozen Redis (SIGSTOP: connections hang instead of failing) refuses no write either,
+    // rate limits included (their regional leases cannot be refilled meanwhile).
+    r.redis[0].pause();
+    for k in 0..150 {
+        let (status, body) = r.server(0).call(
+            "PUT",
+            "/api/v1/collections/d/points",
+            Some(&json!({"points": [point(&format!("frozen-{k}"), vec![k as f32, 1.0, 0.0, 0.0], "us")]})),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    r.redis[0].resume();
+    r.converged("d", Some(151), Duration::from_secs(15));
     r.redis[0].kill();
     // Local reads and writes go on while the region's Redis is gone.
     let pts = (0..100)
@@ -233,7 +246,7 @@ fn a_region_whose_redis_is_down_keeps_serving_and_publishes_its_backlog_when_it_
         "nothing can travel yet"
     );
     r.redis[0].restart();
-    r.converged("d", Some(101), Duration::from_secs(15));
+    r.converged("d", Some(251), Duration::from_secs(15));
 }
 
 #[test]

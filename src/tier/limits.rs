@@ -11,7 +11,9 @@
 //! until it has, and requests are refused (429) until then. Over the region a caller gets its
 //! budget plus at most one lease per instance. Leases lapse after `rate_limit.regional_lease_ms`.
 //! With Redis down the check lets everything through (governor alone limits) and says so in
-//! `ruvector_rate_limit_leases_total{result="error"}`.
+//! `ruvector_rate_limit_leases_total{result="error"}`; so does a Redis slow to answer a refill
+//! (frozen or overloaded, before the tier is marked down) once the refill has waited a tenth of
+//! a lease period (`result="late"`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +56,8 @@ struct Lease {
     expires: Instant,
     denied_until: Option<Instant>,
     refilling: bool,
+    /// When the refill in flight was asked for.
+    refill_asked: Instant,
     last_used: Instant,
 }
 
@@ -127,6 +131,7 @@ impl RegionalLimits {
                         expires: now,
                         denied_until: None,
                         refilling: false,
+                        refill_asked: now,
                         last_used: now,
                     })
                 })
@@ -149,16 +154,24 @@ impl RegionalLimits {
         }
         let lease = i64::from(self.lease);
         if l.tokens <= -lease {
-            // A lease's worth on credit already: wait for the refill.
+            // A lease's worth on credit already: wait for the refill — unless Redis is slow to
+            // answer it (frozen, overloaded, before the tier is marked down): a Redis that does
+            // not answer must not refuse requests, governor alone limits meanwhile.
             if !l.refilling {
                 l.refilling = true;
+                l.refill_asked = now;
                 self.refill(key.clone(), budget);
+            } else if now.duration_since(l.refill_asked) > self.lease_for / 10 {
+                metrics::counter!("ruvector_rate_limit_leases_total", "result" => "late")
+                    .increment(1);
+                return Regional::Allowed;
             }
             return Regional::Refused { retry_ms: 10 };
         }
         l.tokens -= 1;
         if l.tokens < lease / 2 && !l.refilling {
             l.refilling = true;
+            l.refill_asked = now;
             self.refill(key.clone(), budget);
         }
         Regional::Allowed
@@ -195,7 +208,11 @@ impl RegionalLimits {
                     l.denied_until = Some(now + Duration::from_micros(retry_us.max(1000) as u64));
                     "denied"
                 }
-                Err(_) => "error",
+                Err(_) => {
+                    // Forgive the credit: with no answer, governor alone limits.
+                    l.tokens = l.tokens.max(0);
+                    "error"
+                }
             };
             metrics::counter!("ruvector_rate_limit_leases_total", "result" => result).increment(1);
         });
