@@ -21,7 +21,8 @@
 //!    tenants), `lifecycle` (loading, draining), `error` (`ApiError`, the contract's codes),
 //!    `settings` (layered config; composes the engine's config types), `telemetry`, `tier`
 //!    (this region's Redis: connections, timeouts, health; optional and never on the path of
-//!    local serving).
+//!    local serving), `regions` (replication: the change-log publisher and the region links, in
+//!    the background; they write through the engine's router like a client).
 //! 4. The engine (`ruvector_actors`): router, shards, hub, storage.
 //!
 //! A REST search: `server` → actix-web → `http::guard` (gate) → `http::search` →
