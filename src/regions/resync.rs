@@ -70,18 +70,8 @@ pub async fn copy_all(base: &str, peer: &str, router: &Addr<Router>) -> Result<u
                 query.push(("cursor", cur.clone()));
             }
             let query = serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?;
-            let page: Page = http
-                .get(format!(
-                    "{base}/api/v1/collections/{}/points?{query}",
-                    c.name
-                ))
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let url = format!("{base}/api/v1/collections/{}/points?{query}", c.name);
+            let page: Page = get_json(&http, url).await?;
             let ops: Vec<WriteOp> = page
                 .points
                 .into_iter()

@@ -93,22 +93,6 @@ impl Versions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Approximate bytes, for reports: map entries (two pointers and a control byte, at the
-    /// table's 7/8 load), the id copies, and each distinct version once.
-    pub fn bytes(&self) -> usize {
-        let mut seen = std::collections::HashSet::new();
-        let mut total = 0;
-        for (id, v, _) in self.entries() {
-            total += (24 + 1) * 8 / 7 + id.len() + 16;
-            if seen.insert(Arc::as_ptr(v)) {
-                total += 16
-                    + std::mem::size_of::<PointVersion>()
-                    + v.vv.len() * std::mem::size_of::<(Arc<str>, u64)>();
-            }
-        }
-        total
-    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,9 @@ impl ShardState {
     }
 
     pub(super) fn publish_gauges(&self) {
+        // Deletes remembered for replication (pruned after regions.tombstone_retention_s); read
+        // before the slot table's lock is taken, never while holding it.
+        let graves = self.versions().graves();
         let p = self.partition();
         let t = p.table();
         let labels = [
@@ -129,5 +132,6 @@ impl ShardState {
         ];
         metrics::gauge!("ruvector_shard_points", &labels).set(t.live() as f64);
         metrics::gauge!("ruvector_shard_tombstones", &labels).set(t.dead() as f64);
+        metrics::gauge!("ruvector_shard_delete_tombstones", &labels).set(graves as f64);
     }
 }
