@@ -7,6 +7,10 @@
 #                                 [--bin target/release/ruvector-streaming] [--regions us,eu,ap]
 #   deploy/local-regions.sh status [--dir ...]
 #   deploy/local-regions.sh stop   [--dir ...]
+#   deploy/local-regions.sh kill <region> [--wipe] [--dir ...]   # the region fails: kill -9 its
+#                                  server and its Redis (--wipe: both lose their data as well)
+#   deploy/local-regions.sh start-region <region> [--dir ...]    # start its Redis and server
+#                                  again (runbook: docs/OPERATIONS.md "Region recovery")
 #
 # Region i (0-based) serves HTTP on http-port + i and its Redis on redis-port + i. Everything a
 # run creates (configs, data directories, logs, pid files) lives under --dir.
@@ -14,6 +18,12 @@ set -euo pipefail
 
 cmd="${1:-}"
 shift || true
+target=""
+wipe=0
+case "$cmd" in
+  kill|start-region) target="${1:-}"; shift || true
+    [ -n "$target" ] || { echo "$cmd needs a region name" >&2; exit 2; } ;;
+esac
 http_port=8080
 redis_port=6390
 dir=/tmp/ruvector-regions
@@ -26,6 +36,7 @@ while [ $# -gt 0 ]; do
     --dir) dir="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --regions) regions="$2"; shift 2 ;;
+    --wipe) wipe=1; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -40,6 +51,67 @@ wait_ready() { # url seconds
   return 1
 }
 
+# Starts region $1's Redis (AOF on, its own directory) and waits until it answers.
+launch_redis() {
+  local port
+  port="$(cat "$dir/$1/redis.port")"
+  mkdir -p "$dir/$1/redis"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes \
+    --dir "$dir/$1/redis" --daemonize yes --pidfile "$dir/$1/redis.pid" \
+    --logfile "$dir/$1/redis.log"
+  local t
+  for t in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "redis of region $1 did not start; see $dir/$1/redis.log" >&2
+  return 1
+}
+
+# Starts region $1's server on its config and data directory (logs appended).
+launch() {
+  nohup "$bin" --config "$dir/$1/config.toml" >> "$dir/$1/server.log" 2>&1 &
+  echo $! > "$dir/$1/server.pid"
+}
+
+# The HTTP port of region $1 (from its config).
+port_of() {
+  sed -n 's/^port = \([0-9]*\)$/\1/p' "$dir/$1/config.toml" | head -1
+}
+
+kill_region() {
+  [ -f "$dir/$target/server.pid" ] || { echo "region $target is not running" >&2; exit 1; }
+  local what
+  for what in server redis; do
+    [ -f "$dir/$target/$what.pid" ] || continue
+    kill -9 "$(cat "$dir/$target/$what.pid")" 2>/dev/null || true
+    rm -f "$dir/$target/$what.pid"
+  done
+  if [ "$wipe" = 1 ]; then
+    rm -rf "$dir/$target/data" "$dir/$target/redis"
+    mkdir -p "$dir/$target/data" "$dir/$target/redis"
+    echo "region $target: killed (server and Redis), data lost"
+  else
+    echo "region $target: killed (server and Redis)"
+  fi
+}
+
+start_region() {
+  [ -f "$dir/$target/config.toml" ] || { echo "no region $target under $dir" >&2; exit 1; }
+  if [ -f "$dir/$target/server.pid" ] && kill -0 "$(cat "$dir/$target/server.pid")" 2>/dev/null; then
+    echo "region $target is already running" >&2; exit 1
+  fi
+  launch_redis "$target"
+  launch "$target"
+  local port
+  port="$(port_of "$target")"
+  if ! wait_ready "http://127.0.0.1:$port" 120; then
+    echo "region $target did not become ready; see $dir/$target/server.log" >&2
+    exit 1
+  fi
+  echo "region $target: http://127.0.0.1:$port ready"
+}
+
 start() {
   command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
   [ -x "$bin" ] || { echo "no server binary at $bin (cargo build --release, or --bin)" >&2; exit 1; }
@@ -48,9 +120,8 @@ start() {
   for i in "${!names[@]}"; do
     n="${names[$i]}"
     mkdir -p "$dir/$n/redis" "$dir/$n/data"
-    redis-server --port $(( redis_port + i )) --bind 127.0.0.1 --save "" --appendonly yes \
-      --dir "$dir/$n/redis" --daemonize yes --pidfile "$dir/$n/redis.pid" \
-      --logfile "$dir/$n/redis.log"
+    echo "$(( redis_port + i ))" > "$dir/$n/redis.port"
+    launch_redis "$n"
     {
       echo "[server]"
       echo "region = \"$n\""
@@ -69,8 +140,7 @@ start() {
         echo "http_url = \"http://127.0.0.1:$(( http_port + j ))\""
       done
     } > "$dir/$n/config.toml"
-    nohup "$bin" --config "$dir/$n/config.toml" > "$dir/$n/server.log" 2>&1 &
-    echo $! > "$dir/$n/server.pid"
+    launch "$n"
   done
   for i in "${!names[@]}"; do
     n="${names[$i]}"
@@ -116,5 +186,7 @@ case "$cmd" in
   start) start ;;
   status) status ;;
   stop) stop ;;
-  *) echo "usage: $0 start|status|stop [--http-port N] [--redis-port N] [--dir D] [--bin B] [--regions a,b,c]" >&2; exit 2 ;;
+  kill) kill_region ;;
+  start-region) start_region ;;
+  *) echo "usage: $0 start|status|stop|kill <region> [--wipe]|start-region <region> [--http-port N] [--redis-port N] [--dir D] [--bin B] [--regions a,b,c]" >&2; exit 2 ;;
 esac

@@ -38,9 +38,11 @@
 //! answers 503 until it is done, and API calls answer `overloaded` meanwhile.
 
 pub mod auth;
+pub mod disk;
 pub mod error;
 pub mod http;
 pub mod lifecycle;
+pub mod metric_catalog;
 pub mod regions;
 pub mod registry;
 pub mod server;
@@ -91,6 +93,7 @@ pub async fn start(
     std::fs::create_dir_all(&settings.storage.data_dir)?;
     settings.server.instance_id =
         settings::resolve_instance_id(&settings.storage.data_dir, &settings.server.instance_id)?;
+    service::event_id::set_instance(&settings.server.instance_id);
     let settings = Arc::new(settings);
     let engine = Arbiter::new().handle();
     let router_engine = engine.clone();
@@ -105,6 +108,7 @@ pub async fn start(
     let lifecycle = Arc::new(Lifecycle::default());
     let streams = Streams::new(settings.stream.clone(), lifecycle.clone());
     streams.spawn_sweeper();
+    disk::spawn_sampler(settings.storage.data_dir.clone());
     let auth = Arc::new(Auth::new(&settings.auth).map_err(std::io::Error::other)?);
     if !auth.enabled() {
         tracing::warn!("authentication is off: no auth.keys and no auth.jwt_secret configured");
@@ -141,7 +145,9 @@ pub async fn start(
             settings.rate_limit.max_keys,
         ));
     }
-    let replication = regions::start(&settings, catalogue.clone(), router.clone())?;
+    let drops = regions::drops(&settings)?;
+    let replication = regions::start(&settings, catalogue.clone(), router.clone(), drops.clone())?;
+    let coordinators = start_coordination(&settings, tier.as_ref(), router.clone())?;
     let state = web::Data::new(AppState {
         router: router.clone(),
         catalogue,
@@ -152,13 +158,8 @@ pub async fn start(
         streams: streams.clone(),
         auth,
         supervisor,
-        coordinators: Arc::new(ruvector_actors::Coordinators::new(
-            settings.storage.data_dir.clone(),
-            settings.coordination.clone(),
-            settings.storage.fsync,
-            settings.server.region.clone(),
-            router.clone(),
-        )),
+        coordinators: coordinators.clone(),
+        drops,
         tier,
         cache,
     });
@@ -229,4 +230,47 @@ impl Running {
         }
         tracing::info!(ms = started.elapsed().as_millis() as u64, "drained");
     }
+}
+
+/// The tenants' coordinators; with the region's Redis, sharing their state with the region's
+/// other instances (and reading the region's coordination stream).
+fn start_coordination(
+    settings: &Settings,
+    tier: Option<&Arc<tier::RedisTier>>,
+    router: actix::Addr<ruvector_actors::Router>,
+) -> std::io::Result<Arc<ruvector_actors::Coordinators>> {
+    let (region, instance) = (&settings.server.region, &settings.server.instance_id);
+    let shared = tier.map(|t| {
+        let shared: Arc<dyn ruvector_actors::SharedCoord> = Arc::new(tier::RedisCoord::new(
+            t.clone(),
+            region,
+            instance,
+            settings.regions.stream_maxlen,
+            settings.coordination.topic_history,
+        ));
+        shared
+    });
+    let coordinators = Arc::new(ruvector_actors::Coordinators::new(
+        settings.storage.data_dir.clone(),
+        settings.coordination.clone(),
+        settings.storage.fsync,
+        region.clone(),
+        router,
+        shared,
+    ));
+    if tier.is_some() {
+        let redis = &settings.redis;
+        let tail = tier::CoordTail {
+            client: redis::Client::open(redis.url.as_str()).map_err(std::io::Error::other)?,
+            region: region.clone(),
+            instance: instance.clone(),
+            coordinators: coordinators.clone(),
+            block: std::time::Duration::from_millis(settings.regions.block_ms),
+            count: settings.regions.batch as usize,
+            command_timeout: std::time::Duration::from_millis(redis.command_timeout_ms),
+            connect_timeout: std::time::Duration::from_millis(redis.connect_timeout_ms),
+        };
+        actix_web::rt::spawn(tail.run());
+    }
+    Ok(coordinators)
 }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub supervisor: Arc<Supervisor>,
     pub coordinators: Arc<Coordinators>,
+    /// Collection deletes to replicate (Redis configured; `regions::drops`).
+    pub drops: Option<Arc<crate::regions::Drops>>,
     /// This region's Redis, when configured (`tier`).
     pub tier: Option<Arc<crate::tier::RedisTier>>,
     /// The regional search cache (with `tier` and `redis.cache_searches`).

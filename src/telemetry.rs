@@ -39,5 +39,6 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         })
         .map_err(|e| e.to_string())?;
     metrics::gauge!("ruvector_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    crate::metric_catalog::describe_all();
     Ok(handle)
 }

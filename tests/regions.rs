@@ -253,21 +253,73 @@ fn a_peer_redis_restarted_without_persistence_makes_the_reader_resync_in_full() 
     let mut r = Regions::start(&["us", "eu"], false);
     create(r.server(0), "e");
     upsert(r.server(0), "e", vec![point("a", vec![0.0; 4], "us")]);
-    r.converged("e", Some(1), WAIT);
-    // eu is away while us writes; then us's Redis loses its stream (no persistence).
+    upsert(r.server(0), "e", vec![point("gone", vec![3.0; 4], "us")]);
+    r.converged("e", Some(2), WAIT);
+    // eu is away while us writes and deletes; then us's Redis loses its stream (no persistence).
     r.kill9(1);
     upsert(r.server(0), "e", vec![point("missed", vec![1.0; 4], "us")]);
+    let (status, _) = r
+        .server(0)
+        .call("DELETE", "/api/v1/collections/e/points/gone", None);
+    assert_eq!(status, 200);
     assert!(wait_for(WAIT, || r
         .server(0)
         .metric("ruvector_region_published_total", &[])
-        >= 2.0));
+        >= 4.0));
     r.redis[0].kill();
     r.redis[0].restart();
     // A write after the restart gives the stream a new epoch.
     upsert(r.server(0), "e", vec![point("after", vec![2.0; 4], "us")]);
     r.start_region(1);
+    // The delete eu missed reaches it through the resync's tombstones: "gone" is gone there too.
     r.converged("e", Some(3), Duration::from_secs(15));
+    assert_eq!(get(r.server(1), "e", "gone").0, 404);
     let s = r.server(1);
     assert!(s.metric("ruvector_region_resyncs_total", &["peer=\"us\""]) >= 1.0);
     assert!(s.log_text().contains("resync"), "the resync is logged");
+}
+
+#[test]
+fn a_collection_delete_replicates_and_a_later_write_elsewhere_survives_it() {
+    let r = Regions::start(&["us", "eu", "ap"], true);
+    create(r.server(0), "dc");
+    let pts: Vec<Value> = (0..50)
+        .map(|i| point(&format!("p{i}"), vec![i as f32; 4], "us"))
+        .collect();
+    upsert(r.server(0), "dc", pts);
+    r.converged("dc", Some(50), WAIT);
+    // A plain delete reaches every region.
+    let (status, _) = r.server(0).call("DELETE", "/api/v1/collections/dc", None);
+    assert_eq!(status, 204);
+    for i in 1..3 {
+        assert!(
+            wait_for(WAIT, || r
+                .server(i)
+                .call("GET", "/api/v1/collections/dc", None)
+                .0
+                == 404),
+            "the delete reached {}",
+            r.names[i]
+        );
+    }
+    // Again, but us cannot publish for a while: eu writes after the delete, before it hears of
+    // it. The later write wins everywhere; everything older than the delete is gone everywhere.
+    create(r.server(0), "dc");
+    let pts: Vec<Value> = (0..20)
+        .map(|i| point(&format!("q{i}"), vec![i as f32; 4], "us"))
+        .collect();
+    upsert(r.server(0), "dc", pts);
+    r.converged("dc", Some(20), WAIT);
+    r.redis[0].pause();
+    let (status, _) = r.server(0).call("DELETE", "/api/v1/collections/dc", None);
+    assert_eq!(
+        status, 204,
+        "a delete is acknowledged while Redis is frozen"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    upsert(r.server(1), "dc", vec![point("late", vec![9.0; 4], "eu")]);
+    std::thread::sleep(Duration::from_millis(500));
+    r.redis[0].resume();
+    let dump = r.converged("dc", Some(1), Duration::from_secs(15));
+    assert_eq!(dump[0]["id"], "late");
 }

@@ -69,7 +69,8 @@ async fn events(res: &mut reqwest::Response, want: usize) -> Vec<(String, Option
                 if let Some(v) = line.strip_prefix("event: ") {
                     name = v.to_owned();
                 } else if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.parse().ok();
+                    // `<seq>` or `<seq>.<instance>`: the sequence number.
+                    id = v.split('.').next().and_then(|s| s.parse().ok());
                 } else if let Some(v) = line.strip_prefix("data: ") {
                     data = serde_json::from_str(v).expect("json data");
                 }
@@ -385,4 +386,60 @@ fn idle_scale_holds_sse_streams_with_heartbeats_and_a_burst_of_large_events() {
     assert!(r.bytes_per_idle_stream < 64.0 * 1024.0, "{r:?}");
     // Heartbeats went out on the quiet streams (one sweeper, no timer per stream).
     assert!(s.metric("ruvector_stream_frames_out_total", &["type=\"sse_ping\""]) >= 300.0);
+}
+
+/// Raw SSE text until `needle` has arrived.
+async fn read_until(res: &mut reqwest::Response, needle: &str) -> String {
+    let mut text = String::new();
+    while !text.contains(needle) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), res.chunk())
+            .await
+            .expect("sse data within 20 s")
+            .expect("sse read")
+            .expect("sse stream open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_id_names_its_instance_and_another_instances_id_resumes_with_reset() {
+    let s = blocking(|| Server::start(&[]));
+    blocking(|| {
+        s.ok(
+            "PUT",
+            "/api/v1/collections/c",
+            Some(&json!({"dimension": 2})),
+        );
+    });
+    let sub = "/api/v1/stream/subscribe?collection=c";
+    for via in [Via::Lean, Via::Actix] {
+        let mut res = open(&s, sub, via, &[]).await;
+        read_until(&mut res, "event: subscribed").await;
+        blocking(|| {
+            let pts = json!({"points": [{"id": "p", "vector": [0.5, 0.5]}]});
+            s.ok("PUT", "/api/v1/collections/c/points", Some(&pts));
+        });
+        let text = read_until(&mut res, "event: event").await;
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .expect("the change has an id")
+            .to_owned();
+        let (seq, tag) = id.split_once('.').expect("<seq>.<instance>");
+        assert!(seq.parse::<u64>().is_ok() && !tag.is_empty(), "{id}");
+        // This instance's own id resumes (nothing after it yet: no reset).
+        let mut own = open(&s, sub, via, &[("Last-Event-ID", &id)]).await;
+        let first = events(&mut own, 1).await;
+        assert_eq!(first[0].0, "subscribed");
+        // The same sequence number from another instance of the region: reset, never a replay.
+        let foreign = format!("{}.someotherinstance", seq.parse::<u64>().unwrap() - 1);
+        let mut other = open(&s, sub, via, &[("Last-Event-ID", &foreign)]).await;
+        let got = events(&mut other, 2).await;
+        assert_eq!(
+            (got[0].0.as_str(), got[1].0.as_str()),
+            ("subscribed", "reset"),
+            "{via:?}"
+        );
+    }
 }

@@ -622,7 +622,8 @@ impl Sse {
                     if let Some(v) = line.strip_prefix("event: ") {
                         e.name = v.to_owned();
                     } else if let Some(v) = line.strip_prefix("id: ") {
-                        e.id = v.parse().ok();
+                        // `<seq>` or `<seq>.<instance>`: the sequence number.
+                        e.id = v.split('.').next().and_then(|s| s.parse().ok());
                     } else if let Some(v) = line.strip_prefix("data: ") {
                         e.data = serde_json::from_str(v).expect("json data");
                     }

@@ -41,8 +41,14 @@ pub use error::{EngineError, Overload, Result};
 
 // The engine's public face: what the server uses, without reaching into module paths.
 pub use config::{CoordConfig, EngineConfig, IndexConfig, StorageConfig};
+pub use coord::agents::{Agent, AgentStatus};
+pub use coord::memory::MemoryEntry;
+pub use coord::store::Change as CoordChange;
+pub use coord::tasks::Task;
+pub use coord::topics::TopicMessage;
 pub use coord::{
-    Call, CoordOp, CoordSink, Coordinator, Coordinators, FedJoin, FedPull, FedPush, Reply,
+    ApplyShared, Call, Committed, CoordOp, CoordSink, Coordinator, Coordinators, Current, Expect,
+    FedJoin, FedPull, FedPush, Loaded, Reload, Reply, SharedCoord, SharedEvent, StreamPos,
     SubscribeTopic, Unsubscribe, VectorClock,
 };
 pub use hub::{Delivery, Hub, ResetNeeded, Sink, StandingQuery};

@@ -36,9 +36,12 @@ pub async fn upsert_points(
 pub struct PageQuery {
     limit: Option<usize>,
     cursor: Option<String>,
+    /// `true`: page through delete tombstones instead of points.
+    deleted: Option<bool>,
 }
 
-/// `GET /api/v1/collections/{c}/points?limit=&cursor=`: every point, a page at a time.
+/// `GET /api/v1/collections/{c}/points?limit=&cursor=`: every point, a page at a time
+/// (`&deleted=true`: the delete tombstones instead).
 pub async fn list_points(
     state: web::Data<AppState>,
     caller: Caller,
@@ -46,7 +49,11 @@ pub async fn list_points(
     q: web::Query<PageQuery>,
 ) -> ApiResult {
     let q = q.into_inner();
-    let page = points::page(&state, caller.internal(&name)?, q.limit, q.cursor).await?;
+    let collection = caller.internal(&name)?;
+    let page = match q.deleted {
+        Some(true) => points::deleted_page(&state, collection, q.limit, q.cursor).await?,
+        Some(false) | None => points::page(&state, collection, q.limit, q.cursor).await?,
+    };
     Ok(HttpResponse::Ok().json(page))
 }
 

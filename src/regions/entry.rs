@@ -2,7 +2,8 @@
 //! write travels to the other regions and to the region's other instances.
 //!
 //! Fields (binary-safe Redis stream fields, short names because every write pays for them):
-//! `k` kind (`u` upsert: the point's whole state, `d` delete, `m` metadata only), `c` collection,
+//! `k` kind (`u` upsert: the point's whole state, `d` delete, `m` metadata only, `x` the whole
+//! collection deleted: no `i`, `v`, `md`; see `drops.rs`), `c` collection,
 //! `dim` and `met` (dimension and metric: a region that lacks the collection creates it), `i` the
 //! point id, `v` the vector (f32 little-endian), `md` metadata JSON (absent: none), `ver` the
 //! version the write gave the point (`PointVersion::to_json`). Decoding trusts nothing: whoever
@@ -35,6 +36,55 @@ fn metric_of(s: &str) -> Option<Metric> {
     [Metric::Cosine, Metric::L2, Metric::Dot]
         .into_iter()
         .find(|m| m.as_str() == s)
+}
+
+/// A collection deleted at its origin (`k` = `x`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropEntry {
+    pub collection: String,
+    pub version: PointVersion,
+}
+
+/// One stream entry: a point's change, or a collection's delete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Point(ChangeEntry),
+    Drop(DropEntry),
+}
+
+impl Entry {
+    pub fn from_fields(map: &HashMap<String, redis::Value>) -> Result<Entry, String> {
+        if !matches!(map.get("k"), Some(redis::Value::BulkString(k)) if k.as_slice() == b"x") {
+            return ChangeEntry::from_fields(map).map(Entry::Point);
+        }
+        let text = |key: &str| -> Result<String, String> {
+            match map.get(key) {
+                Some(redis::Value::BulkString(b)) if b.len() <= MAX_JSON_BYTES => {
+                    String::from_utf8(b.clone()).map_err(|_| format!("field {key} is not UTF-8"))
+                }
+                Some(_) | None => Err(format!("field {key} missing or too long")),
+            }
+        };
+        let version: serde_json::Value =
+            serde_json::from_str(&text("ver")?).map_err(|e| format!("bad JSON: {e}"))?;
+        Ok(Entry::Drop(DropEntry {
+            collection: text("c")?,
+            version: PointVersion::from_json(&version)?,
+        }))
+    }
+}
+
+impl DropEntry {
+    /// The stream fields of a collection delete.
+    pub fn fields(record: &super::drops::DropRecord) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("k", b"x".to_vec()),
+            ("c", record.collection.as_bytes().to_vec()),
+            ("dim", record.dimension.to_string().into_bytes()),
+            ("met", record.metric.as_bytes().to_vec()),
+            ("ver", record.version.to_string().into_bytes()),
+        ]
+    }
 }
 
 impl ChangeEntry {

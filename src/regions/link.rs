@@ -16,10 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::Addr;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use ruvector_actors::{Router, WriteOp};
+use ruvector_actors::{Metric, Router, WriteOp};
 
 use super::apply::Target;
-use super::entry::ChangeEntry;
+use super::drops::Drops;
+use super::entry::{ChangeEntry, Entry};
 use super::keys;
 use super::offset::{LinkOffset, OffsetFile};
 use super::resync;
@@ -43,6 +44,7 @@ pub struct LinkConfig {
 pub struct Link {
     cfg: LinkConfig,
     router: Addr<Router>,
+    drops: std::sync::Arc<Drops>,
     file: OffsetFile,
     offset: LinkOffset,
 }
@@ -62,12 +64,17 @@ fn id_parts(id: &str) -> (u64, u64) {
 }
 
 impl Link {
-    pub fn new(cfg: LinkConfig, router: Addr<Router>) -> std::io::Result<Link> {
+    pub fn new(
+        cfg: LinkConfig,
+        router: Addr<Router>,
+        drops: std::sync::Arc<Drops>,
+    ) -> std::io::Result<Link> {
         let file = OffsetFile::new(&cfg.data_dir, &cfg.peer);
         let offset = file.load()?;
         Ok(Link {
             cfg,
             router,
+            drops,
             file,
             offset,
         })
@@ -251,9 +258,14 @@ impl Link {
         } else {
             tracing::warn!(peer = %self.cfg.peer, reason, http = %self.cfg.http_url, "region link resyncing in full from the peer");
             let t = std::time::Instant::now();
-            let points = resync::copy_all(&self.cfg.http_url, &self.cfg.peer, &self.router)
-                .await
-                .map_err(|e| format!("resync from {}: {e}", self.cfg.http_url))?;
+            let points = resync::copy_all(
+                &self.cfg.http_url,
+                &self.cfg.peer,
+                &self.router,
+                &self.drops,
+            )
+            .await
+            .map_err(|e| format!("resync from {}: {e}", self.cfg.http_url))?;
             tracing::info!(peer = %self.cfg.peer, points, ms = t.elapsed().as_millis() as u64, "region link resynced");
             self.offset = LinkOffset {
                 epoch: Some(epoch),
@@ -269,8 +281,22 @@ impl Link {
         let mut newest_ts = 0u64;
         let mut applied = 0u64;
         for sid in ids {
-            let entry = match ChangeEntry::from_fields(&sid.map) {
-                Ok(e) => e,
+            let entry = match Entry::from_fields(&sid.map) {
+                Ok(Entry::Point(e)) => e,
+                Ok(Entry::Drop(d)) => {
+                    if d.version.instance.as_ref() == self.cfg.instance {
+                        continue;
+                    }
+                    // Everything before it in the stream first: the delete supersedes it.
+                    if !group.is_empty() {
+                        applied += self.write(std::mem::take(&mut group)).await?;
+                    }
+                    newest_ts = newest_ts.max(d.version.ts);
+                    self.target(&d.collection, 0, Metric::Cosine)
+                        .apply_drop(d.version)
+                        .await?;
+                    continue;
+                }
                 Err(e) => {
                     metrics::counter!("ruvector_region_rejected_total", "peer" => self.cfg.peer.clone())
                         .increment(1);
@@ -309,6 +335,17 @@ impl Link {
         Ok(())
     }
 
+    fn target<'a>(&'a self, collection: &'a str, dimension: usize, metric: Metric) -> Target<'a> {
+        Target {
+            router: &self.router,
+            peer: &self.cfg.peer,
+            collection,
+            dimension,
+            metric,
+            drops: &self.drops,
+        }
+    }
+
     /// Writes one collection's entries through the router (see `apply.rs`); answers how many
     /// took effect.
     async fn write(&self, entries: Vec<ChangeEntry>) -> Result<u64, String> {
@@ -325,14 +362,6 @@ impl Link {
                 version: std::sync::Arc::new(e.version),
             })
             .collect();
-        Target {
-            router: &self.router,
-            peer: &self.cfg.peer,
-            collection: &name,
-            dimension,
-            metric,
-        }
-        .apply(ops)
-        .await
+        self.target(&name, dimension, metric).apply(ops).await
     }
 }

@@ -9,11 +9,13 @@
 //!   effect only if its version wins (last-write-wins on (time, region, instance); version
 //!   vectors count the concurrent ones).
 //! - `entry`: the stream entry format; `offset`: a link's durable place; `resync`: a full copy
-//!   from a peer over HTTP when a link's place is lost.
+//!   from a peer over HTTP when a link's place is lost; `drops`: collection deletes (a durable
+//!   outbox and the collections' tombstones); `apply`: the one write path of replicated changes.
 //!
 //! Without Redis configured none of it runs.
 
 mod apply;
+mod drops;
 mod entry;
 pub mod keys;
 mod link;
@@ -27,6 +29,21 @@ use actix::prelude::*;
 use ruvector_actors::{Catalogue, Router};
 
 use crate::settings::Settings;
+
+pub use drops::Drops;
+
+/// The collection-delete record of this instance, when replication runs (Redis configured).
+pub fn drops(settings: &Settings) -> std::io::Result<Option<std::sync::Arc<Drops>>> {
+    if !settings.redis.enabled() {
+        return Ok(None);
+    }
+    Drops::open(
+        &settings.storage.data_dir,
+        &settings.server.region,
+        &settings.server.instance_id,
+    )
+    .map(Some)
+}
 
 /// The actor that owns the publisher and the links: stopping it stops them all.
 pub struct Replication {
@@ -49,10 +66,11 @@ pub fn start(
     settings: &Settings,
     catalogue: Catalogue,
     router: Addr<Router>,
+    drops: Option<std::sync::Arc<Drops>>,
 ) -> std::io::Result<Option<Addr<Replication>>> {
-    if !settings.redis.enabled() {
+    let Some(drops) = drops else {
         return Ok(None);
-    }
+    };
     let redis = &settings.redis;
     let regions = &settings.regions;
     let region = settings.server.region.clone();
@@ -71,8 +89,10 @@ pub fn start(
             connect_timeout,
             interval: Duration::from_millis(regions.publish_interval_ms),
             batch: regions.batch as usize,
+            retention_ns: regions.tombstone_retention_s.saturating_mul(1_000_000_000),
         },
         catalogue,
+        drops.clone(),
     );
     tasks.push(Box::pin(publisher.run()));
     let own = std::iter::once((region.clone(), redis.url.clone(), String::new()));
@@ -94,6 +114,7 @@ pub fn start(
                 connect_timeout,
             },
             router.clone(),
+            drops.clone(),
         )?;
         tasks.push(Box::pin(link.run()));
     }

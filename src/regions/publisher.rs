@@ -20,7 +20,8 @@ use ruvector_actors::storage::tail::{LogTail, TailRecord};
 use ruvector_actors::version::PointVersion;
 use ruvector_actors::{Catalogue, Collection, ReplicatedChange};
 
-use super::entry::ChangeEntry;
+use super::drops::Drops;
+use super::entry::{ChangeEntry, DropEntry};
 use super::keys;
 use crate::tier::dedicated_connection;
 
@@ -51,6 +52,21 @@ if tonumber(ARGV[4]) > done then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) e
 return epoch
 ";
 
+/// KEYS: stream, epoch. ARGV: maxlen, epoch candidate, n, then n × (field count, fields…).
+/// Collection deletes (`drops.rs`): appended as they are (applying one twice changes nothing).
+const PUBLISH_DROPS: &str = r"
+if not redis.call('GET', KEYS[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+local at = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local nf = tonumber(ARGV[at])
+  local args = {KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}
+  for f = 1, nf do args[#args + 1] = ARGV[at + f] end
+  redis.call('XADD', unpack(args))
+  at = at + nf + 1
+end
+return 1
+";
+
 pub struct PublisherConfig {
     pub client: redis::Client,
     pub region: String,
@@ -60,6 +76,8 @@ pub struct PublisherConfig {
     pub connect_timeout: Duration,
     pub interval: Duration,
     pub batch: usize,
+    /// How long collection deletes are remembered (`regions.tombstone_retention_s`), in ns.
+    pub retention_ns: u64,
 }
 
 /// One shard being published.
@@ -73,16 +91,20 @@ pub struct Publisher {
     cfg: PublisherConfig,
     catalogue: Catalogue,
     script: redis::Script,
+    drops_script: redis::Script,
+    drops: Arc<Drops>,
     feeds: HashMap<Arc<str>, ShardFeed>,
     conn: Option<MultiplexedConnection>,
 }
 
 impl Publisher {
-    pub fn new(cfg: PublisherConfig, catalogue: Catalogue) -> Publisher {
+    pub fn new(cfg: PublisherConfig, catalogue: Catalogue, drops: Arc<Drops>) -> Publisher {
         Publisher {
             cfg,
             catalogue,
             script: redis::Script::new(PUBLISH),
+            drops_script: redis::Script::new(PUBLISH_DROPS),
+            drops,
             feeds: HashMap::new(),
             conn: None,
         }
@@ -123,8 +145,37 @@ impl Publisher {
     }
 
     /// One pass over every shard; whether anything was published.
+    /// Appends the local collection deletes not yet published.
+    async fn publish_drops(&mut self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let pending = self.drops.pending();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.drops_script.prepare_invoke();
+        call.key(keys::changes(&self.cfg.region))
+            .key(keys::epoch(&self.cfg.region))
+            .arg(self.cfg.maxlen)
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg(pending.len());
+        for record in &pending {
+            let fields = DropEntry::fields(record);
+            call.arg(fields.len() * 2);
+            for (k, v) in fields {
+                call.arg(k).arg(v);
+            }
+        }
+        let _: i64 = tokio::time::timeout(self.cfg.command_timeout, call.invoke_async(conn))
+            .await
+            .map_err(|_| "publishing collection deletes timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        self.drops
+            .published(pending.len(), self.cfg.retention_ns)
+            .map_err(|e| format!("recording published collection deletes: {e}"))
+    }
+
     async fn round(&mut self) -> Result<bool, String> {
         let mut conn = self.connection().await?;
+        self.publish_drops(&mut conn).await?;
         let mut seen = HashSet::new();
         let mut busy = false;
         for collection in self.catalogue.all() {

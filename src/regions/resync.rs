@@ -3,8 +3,9 @@
 //! replicated writes, so last-write-wins keeps whatever is newer here.
 //!
 //! Used when a link cannot trust its offset (the peer's stream lost or trimmed past it).
-//! Deletes the peer made while this link was blind are not in a dump; they are carried only by
-//! the stream (documented in docs/API.md).
+//! Deletes the peer made while this link was blind are not points: its delete tombstones are
+//! paged too (`?deleted=true`) and applied as replicated deletes, which win only where they
+//! are newer (tombstones older than `regions.tombstone_retention_s` are gone at the peer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use ruvector_actors::{Metadata, Metric, ReplicatedChange, Router, WriteOp};
 use serde::Deserialize;
 
 use super::apply::Target;
+use super::drops::Drops;
 
 const PAGE: usize = 256;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +49,12 @@ struct Page {
 }
 
 /// Copies every point of every collection of the peer at `base`; answers how many points.
-pub async fn copy_all(base: &str, peer: &str, router: &Addr<Router>) -> Result<u64, String> {
+pub async fn copy_all(
+    base: &str,
+    peer: &str,
+    router: &Addr<Router>,
+    drops: &Drops,
+) -> Result<u64, String> {
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -62,6 +69,7 @@ pub async fn copy_all(base: &str, peer: &str, router: &Addr<Router>) -> Result<u
             collection: &c.name,
             dimension: c.dimension,
             metric: c.metric,
+            drops,
         };
         let mut cursor: Option<String> = None;
         loop {
@@ -96,8 +104,59 @@ pub async fn copy_all(base: &str, peer: &str, router: &Addr<Router>) -> Result<u
                 None => break,
             }
         }
+        copied += copy_deletes(&http, base, &c.name, &target).await?;
     }
     Ok(copied)
+}
+
+#[derive(Deserialize)]
+struct Grave {
+    id: String,
+    version: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct GravePage {
+    deleted: Vec<Grave>,
+    next_cursor: Option<String>,
+}
+
+/// Applies the peer's delete tombstones of one collection; answers how many were sent.
+async fn copy_deletes(
+    http: &reqwest::Client,
+    base: &str,
+    collection: &str,
+    target: &Target<'_>,
+) -> Result<u64, String> {
+    let mut cursor: Option<String> = None;
+    let mut sent = 0u64;
+    loop {
+        let mut query = vec![("limit", PAGE.to_string()), ("deleted", "true".into())];
+        if let Some(cur) = &cursor {
+            query.push(("cursor", cur.clone()));
+        }
+        let query = serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?;
+        let url = format!("{base}/api/v1/collections/{collection}/points?{query}");
+        let page: GravePage = get_json(http, url).await?;
+        let ops: Vec<WriteOp> = page
+            .deleted
+            .into_iter()
+            .filter_map(|g| {
+                let version = PointVersion::from_json(&g.version).ok()?;
+                Some(WriteOp::Replicated {
+                    id: g.id,
+                    change: ReplicatedChange::Delete,
+                    version: Arc::new(version),
+                })
+            })
+            .collect();
+        sent += ops.len() as u64;
+        target.apply(ops).await?;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(sent),
+        }
+    }
 }
 
 /// A JSON answer of the peer.

@@ -4,7 +4,8 @@
 
 use ruvector_actors::Metric;
 use ruvector_actors::{
-    CollectionInfo, CollectionOptions, CreateCollection, DropCollection, ListCollections,
+    CollectionInfo, CollectionOptions, CreateCollection, DropCollection, EngineError,
+    ListCollections,
 };
 use serde::Deserialize;
 
@@ -83,7 +84,26 @@ pub async fn get(
     Ok(shown(caller, c.info()))
 }
 
+/// Deletes a collection. With replication, the delete is made durable for the other regions
+/// first (`regions::drops`) and taken back if the collection could not be dropped.
 pub async fn delete(app: &AppState, caller: &Principal, name: &str) -> Result<(), ApiError> {
-    ask(app, DropCollection(caller.internal(name)?)).await??;
+    let stored = caller.internal(name)?;
+    let record = match &app.drops {
+        Some(drops) => {
+            let c = lookup(app, stored.clone()).await?;
+            let record = drops
+                .record_local(&stored, c.spec.dimension, c.spec.metric.as_str())
+                .map_err(|e| EngineError::Internal(format!("recording the delete: {e}")))?;
+            Some((drops, record))
+        }
+        None => None,
+    };
+    let dropped = ask(app, DropCollection(stored)).await?;
+    if let (Err(_), Some((drops, record))) = (&dropped, &record) {
+        if let Err(e) = drops.withdraw(record) {
+            tracing::error!(error = %e, "taking back a collection delete that did not happen failed");
+        }
+    }
+    dropped?;
     Ok(())
 }

@@ -7,11 +7,13 @@
 //! - `gate`: authentication, scopes and admission — one decision for every transport.
 //! - `collections`, `points`, `search`, `subscribe`: the operations; `coordination`: agent
 //!   coordination through the tenant's coordinator.
-//! - `sse`: SSE event text, shared by the two SSE servers.
+//! - `sse`: SSE event text, shared by the two SSE servers; `event_id`: change ids that name
+//!   their instance, and resume positions.
 
 pub mod call;
 pub mod collections;
 pub mod coordination;
+pub mod event_id;
 pub mod gate;
 pub mod points;
 pub mod search;

@@ -143,6 +143,35 @@ pub async fn page(
     Ok(serde_json::json!({"points": points, "next_cursor": next}))
 }
 
+/// A page of delete tombstones in id order after `cursor`:
+/// `{"deleted":[{"id","version"}],"next_cursor"}` — the deletes still remembered for
+/// last-write-wins (`regions.tombstone_retention_s`), which a full resync applies besides the
+/// points. `limit` as for points (at most `index.max_page_points`).
+pub async fn deleted_page(
+    app: &AppState,
+    collection: String,
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<serde_json::Value, ApiError> {
+    let c = lookup(app, collection).await?;
+    if let Some(after) = &cursor {
+        ruvector_actors::types::validate_point_id(after)
+            .map_err(|e| ApiError::invalid(format!("cursor: {e}")))?;
+    }
+    let limit = limit.unwrap_or(100).min(c.limits().max_page_points).max(1);
+    let (graves, more) = c.deleted_page(cursor.as_deref(), limit);
+    let next = if more {
+        graves.last().map(|(id, _)| id.to_string())
+    } else {
+        None
+    };
+    let deleted: Vec<serde_json::Value> = graves
+        .into_iter()
+        .map(|(id, v)| serde_json::json!({"id": &*id, "version": v.to_json()}))
+        .collect();
+    Ok(serde_json::json!({"deleted": deleted, "next_cursor": next}))
+}
+
 /// A stored point.
 pub async fn get(app: &AppState, collection: String, id: &str) -> Result<Point, ApiError> {
     let c = lookup(app, collection).await?;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::call::took_ms;
+use super::event_id::instance_tag;
 use super::shapes::{event_frame, ranked_hit, RankedHit};
 use super::subscribe::Opened;
 
@@ -33,6 +34,10 @@ pub const HEADERS: [(&str, &str); 3] = [
 
 /// One SSE event.
 pub fn event(name: &str, id: Option<u64>, data: &impl Serialize) -> Bytes {
+    event_with_id(name, id.map(|i| i.to_string()), data)
+}
+
+fn event_with_id(name: &str, id: Option<String>, data: &impl Serialize) -> Bytes {
     let mut out = format!("event: {name}\n");
     if let Some(id) = id {
         out.push_str(&format!("id: {id}\n"));
@@ -104,13 +109,17 @@ pub fn subscribed(opened: &Opened, shown: &str) -> Vec<Bytes> {
     first
 }
 
-/// A change matching the subscription; its id is the collection's sequence number (what
-/// `Last-Event-ID` resumes from).
+/// A change matching the subscription; its id is the collection's sequence number and this
+/// instance's tag, `<seq>.<tag>` (what `Last-Event-ID` resumes from).
 pub fn change(collection_shown: &str, d: &Delivery) -> Bytes {
     let mut v = serde_json::to_value(event_frame(collection_shown, d)).unwrap_or(Value::Null);
     v["event"] = json!("event");
     metrics::counter!("ruvector_stream_events_sent_total").increment(1);
-    event("event", Some(d.seq), &v)
+    let id = match instance_tag() {
+        "" => d.seq.to_string(),
+        tag => format!("{}.{tag}", d.seq),
+    };
+    event_with_id("event", Some(id), &v)
 }
 
 /// The stream ends because the server drains.

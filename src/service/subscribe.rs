@@ -36,7 +36,7 @@ pub struct SubscribeQuery {
     pub vector: Option<String>,
     pub k: Option<usize>,
     pub score_threshold: Option<f32>,
-    pub last_event_id: Option<u64>,
+    pub last_event_id: Option<String>,
 }
 
 impl SubscribeQuery {
@@ -60,13 +60,11 @@ impl SubscribeQuery {
                     .map_err(|_| ApiError::invalid("vector must be an array of numbers"))?,
             ),
         };
-        let last = match last_event_id {
-            Some(h) => Some(
-                h.trim()
-                    .parse::<u64>()
-                    .map_err(|_| ApiError::invalid("Last-Event-ID must be a sequence number"))?,
-            ),
-            None => self.last_event_id,
+        let last = match last_event_id.or(self.last_event_id.as_deref()) {
+            Some(id) => Some(super::event_id::resume_position(id).ok_or_else(|| {
+                ApiError::invalid("Last-Event-ID must be an event id (<seq> or <seq>.<instance>)")
+            })?),
+            None => None,
         };
         let request = SubscribeRequest {
             collection: self.collection,

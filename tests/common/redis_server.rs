@@ -85,6 +85,17 @@ impl RedisServer {
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
     }
 
+    /// A command through `redis-cli` (installed with redis-server); its raw output.
+    #[allow(dead_code)]
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Freezes it (SIGSTOP): connections stay open, nothing answers. `resume` thaws it.
     pub fn pause(&self) {
         self.signal("-STOP");

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde_json::{json, Value};
@@ -19,10 +19,10 @@ use serde_json::{json, Value};
 use super::agents::{Agent, AgentStatus, Agents};
 use super::memory::MemoryEntry;
 use super::ops::{CoordOp, Reply};
-use super::store::{Change, State, Store};
-use super::tasks::{parse_priority, Task, TaskStatus};
-use super::topics::TopicMessage;
-use super::vectors::{point_id, MemoryVectors};
+use super::shared::{SharedCoord, StreamPos};
+use super::store::{State, Store};
+use super::tasks::Task;
+use super::vectors::MemoryVectors;
 use crate::config::CoordConfig;
 use crate::error::{EngineError, Result};
 use crate::storage::FsyncMode;
@@ -98,6 +98,14 @@ pub(super) enum Flow {
 pub struct Coordinator {
     pub(super) cfg: CoordConfig,
     region: String,
+    /// The tenant's name (`_` without one), as the shared state knows it.
+    pub(super) tenant: String,
+    /// The region's shared state, when several instances serve the region (`shared`).
+    pub(super) shared: Option<Arc<dyn SharedCoord>>,
+    /// The coordination stream position the copy was loaded at (`None`: shared, not loaded).
+    pub(super) loaded_at: Option<StreamPos>,
+    /// Memory deletes seen lately: (namespace, key) → (version, when).
+    pub(super) tombstones: HashMap<(String, String), (u64, Instant)>,
     pub(super) store: Store,
     pub(super) state: State,
     /// The tenant's memory collection (embeddings).
@@ -109,23 +117,25 @@ pub struct Coordinator {
     pub(super) flush_queued: bool,
     /// A sync failed: the state is ahead of the disk and must not be snapshotted.
     pub(super) failed: bool,
-    agents: Agents,
+    pub(super) agents: Agents,
     /// topic → streams subscribed to it.
-    topics: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
+    pub(super) topics: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
     /// swarm → member streams (registered agents' streams).
-    swarms: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
+    pub(super) swarms: HashMap<String, HashMap<u64, Arc<dyn CoordSink>>>,
     /// Connected agentic-flow federation clients.
     pub(super) federation: HashMap<u64, Arc<dyn CoordSink>>,
 }
 
 impl Coordinator {
-    /// Loads a tenant's state from `dir`.
+    /// Loads a tenant's state from `dir` (with `shared`, Redis's copy replaces it once started).
     pub fn open(
         dir: PathBuf,
         cfg: CoordConfig,
         fsync: FsyncMode,
         region: String,
+        tenant: String,
         vectors: MemoryVectors,
+        shared: Option<Arc<dyn SharedCoord>>,
     ) -> Result<Self> {
         let (store, state) = Store::open(&dir, fsync, cfg.topic_history)?;
         let last_rev = state.memory.all().filter_map(|e| e.rev).max().unwrap_or(0);
@@ -133,7 +143,11 @@ impl Coordinator {
         // Agents holding tasks at the last stop get a fresh lease: they are offline (their
         // tasks back to pending) unless they heartbeat within the timeout.
         let now = now_ms();
-        for holder in state.tasks.holders() {
+        let holders = match shared {
+            Some(_) => HashSet::new(),
+            None => state.tasks.holders(),
+        };
+        for holder in holders {
             agents.register(Agent {
                 agent_id: holder,
                 agent_type: "unknown".into(),
@@ -146,9 +160,17 @@ impl Coordinator {
                 metrics: None,
             });
         }
+        let loaded_at = match shared {
+            Some(_) => None,
+            None => Some((0, 0)),
+        };
         Ok(Coordinator {
             cfg,
             region,
+            tenant,
+            shared,
+            loaded_at,
+            tombstones: HashMap::new(),
             store,
             state,
             vectors,
@@ -205,7 +227,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn task_or_404(&self, id: &str) -> Result<&Task> {
+    pub(super) fn task_or_404(&self, id: &str) -> Result<&Task> {
         self.state
             .tasks
             .get(id)
@@ -238,135 +260,31 @@ impl Coordinator {
                         self.cfg.max_agents
                     )));
                 }
-                let agent = self.agents.register(Agent {
+                let agent = Agent {
                     agent_id,
                     agent_type,
-                    swarm: swarm.clone(),
+                    swarm,
                     status: AgentStatus::Online,
                     capabilities,
                     metadata,
                     region: self.region.clone(),
                     last_heartbeat: now,
                     metrics: None,
-                });
-                let body = json!({ "agent": agent });
-                let members = self.swarms.entry(swarm).or_default();
-                Self::tell(members, "agent_joined", &body);
-                if let Some((id, sink)) = sink {
-                    members.insert(id, sink);
-                }
-                Ok(Reply::new("agent_registered", body))
+                };
+                return Ok(self.register(agent, sink, ctx));
             }
             CoordOp::Heartbeat { agent_id, metrics } => {
-                if !self.agents.heartbeat(&agent_id, metrics, now) {
-                    return Err(EngineError::NotFound(format!("agent {agent_id:?}")));
-                }
-                Ok(Reply::new("heartbeat_ack", json!({ "agent_id": agent_id })))
+                return self.heartbeat(agent_id, metrics, now, ctx);
             }
             CoordOp::Agents { swarm, status } => {
                 let agents = self.agents.list(swarm.as_deref(), status);
                 Ok(Reply::new("agents", json!({ "agents": agents })))
             }
-            CoordOp::TaskCreate {
-                task_id,
-                task_type,
-                priority,
-                task_data,
-                embedding,
-                required_capabilities,
-                max_retries,
-                swarm,
-            } => {
-                let task_id = task_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                Self::check_name("task_id", &task_id)?;
-                Self::check_name("swarm", &swarm)?;
-                self.check_value("task_data", &task_data)?;
-                if let Some(e) = &embedding {
-                    self.check_vector(e)?;
-                }
-                if self.state.tasks.len() >= self.cfg.max_tasks {
-                    return Err(EngineError::invalid(format!(
-                        "at most {} tasks per tenant (coordination.max_tasks)",
-                        self.cfg.max_tasks
-                    )));
-                }
-                if self.state.tasks.get(&task_id).is_some() {
-                    return Err(EngineError::Conflict(format!(
-                        "task {task_id:?} already exists"
-                    )));
-                }
-                let task = Task {
-                    task_id: task_id.clone(),
-                    task_type,
-                    swarm,
-                    priority: parse_priority(priority.as_ref())?,
-                    status: TaskStatus::Pending,
-                    task_data,
-                    embedding,
-                    required_capabilities,
-                    assigned_to: None,
-                    retries: 0,
-                    max_retries: max_retries.min(100),
-                    result: None,
-                    error: None,
-                    created_at: now,
-                    updated_at: now,
-                    queue_order: self.state.tasks.next_order(),
-                };
-                self.commit(vec![Change::Task(task)])?;
-                Ok(Reply::new("task_created", json!({ "task_id": task_id })))
-            }
-            CoordOp::TaskClaim { agent_id } => {
-                let agent = self
-                    .agents
-                    .get(&agent_id)
-                    .filter(|a| a.status == AgentStatus::Online)
-                    .ok_or_else(|| EngineError::NotFound(format!("online agent {agent_id:?}")))?;
-                let caps: HashSet<String> = agent.capabilities.iter().cloned().collect();
-                let swarm = agent.swarm.clone();
-                // Tried on a copy: the claim is applied only once it is durable.
-                let Some(task) = self
-                    .state
-                    .tasks
-                    .peek_claim(&swarm, &caps, self.cfg.claim_scan)
-                else {
-                    return Ok(Flow::Now(Reply::new("no_task", json!({}))));
-                };
-                let task = task.assign(&agent_id, now);
-                self.commit(vec![Change::Task(task.clone())])?;
-                Ok(Reply::new(
-                    "task_assigned",
-                    json!({ "task": task.public() }),
-                ))
-            }
-            CoordOp::TaskComplete {
-                task_id,
-                agent_id,
-                result,
-            } => {
-                self.check_value("result", &result)?;
-                let task = self
-                    .task_or_404(&task_id)?
-                    .complete(&agent_id, result, now)?;
-                self.commit(vec![Change::Task(task.clone())])?;
-                Ok(Reply::new(
-                    "task_completed",
-                    json!({ "task": task.public() }),
-                ))
-            }
-            CoordOp::TaskFail {
-                task_id,
-                agent_id,
-                error,
-            } => {
-                let tail = self.state.tasks.next_order();
-                let error = error.chars().take(4096).collect();
-                let task = self
-                    .task_or_404(&task_id)?
-                    .fail(&agent_id, error, tail, now)?;
-                self.commit(vec![Change::Task(task.clone())])?;
-                Ok(Reply::new("task_failed", json!({ "task": task.public() })))
-            }
+            op @ (CoordOp::TaskCreate { .. }
+            | CoordOp::TaskClaim { .. }
+            | CoordOp::TaskComplete { .. }
+            | CoordOp::TaskFail { .. }
+            | CoordOp::Publish { .. }) => return self.serve_change(from, op, now, ctx),
             CoordOp::TaskStatus { task_id } => {
                 let task = self.task_or_404(&task_id)?;
                 Ok(Reply::new("task", json!({ "task": task.public() })))
@@ -381,31 +299,6 @@ impl Coordinator {
                     .map(|(t, score)| json!({"task": t.public(), "score": score}))
                     .collect();
                 Ok(Reply::new("similar_tasks", json!({ "tasks": tasks })))
-            }
-            CoordOp::Publish {
-                topic,
-                ordering_key,
-                payload,
-            } => {
-                Self::check_name("topic", &topic)?;
-                self.check_value("payload", &payload)?;
-                let m = TopicMessage {
-                    seq: self.state.topics.next_seq(&topic),
-                    topic: topic.clone(),
-                    ordering_key,
-                    payload,
-                    from: from.to_owned(),
-                    published_at: now,
-                };
-                self.commit(vec![Change::Message(m.clone())])?;
-                let (t, seq) = (topic.clone(), m.seq);
-                self.after_sync(ctx, move |act, _| {
-                    if let Some(subs) = act.topics.get_mut(&t) {
-                        let body = serde_json::to_value(&m).unwrap_or(Value::Null);
-                        Self::tell(subs, "message", &body);
-                    }
-                });
-                Ok(Reply::new("published", json!({"topic": topic, "seq": seq})))
             }
             CoordOp::TopicMessages { topic, last } => {
                 let messages = self
@@ -431,11 +324,14 @@ impl Coordinator {
                     rev: None,
                     created_at: now,
                     expires_at: ttl.map(|s| now.saturating_add(s.saturating_mul(1000))),
+                    version: 0,
                 };
                 return self.memory_store(entry, embedding, ctx);
             }
             CoordOp::MemoryRetrieve { namespace, key } => self.memory_retrieve(&namespace, &key),
-            CoordOp::MemoryDelete { namespace, key } => self.memory_delete(namespace, key, ctx),
+            CoordOp::MemoryDelete { namespace, key } => {
+                return Ok(self.memory_delete(namespace, key, ctx))
+            }
             CoordOp::MemorySearch {
                 namespace,
                 vector,
@@ -445,58 +341,6 @@ impl Coordinator {
         };
         reply.map(Flow::Now)
     }
-
-    /// Silent agents go offline (tasks back to pending, swarm told); expired memory goes.
-    fn sweep(&mut self, ctx: &mut Context<Self>) {
-        let now = now_ms();
-        for agent in self.agents.expire(now, self.cfg.heartbeat_timeout_ms) {
-            let released: Vec<Change> = self
-                .state
-                .tasks
-                .all()
-                .filter(|t| {
-                    t.status == TaskStatus::Assigned
-                        && t.assigned_to.as_deref() == Some(agent.agent_id.as_str())
-                })
-                .map(|t| Change::Task(t.release(now)))
-                .collect();
-            if let Err(e) = self.commit(released) {
-                tracing::error!(error = %e, agent = %agent.agent_id, "returning an offline agent's tasks failed; retried next sweep");
-                continue;
-            }
-            self.after_sync(ctx, move |act, _| {
-                if let Some(members) = act.swarms.get_mut(&agent.swarm) {
-                    Self::tell(members, "agent_left", &json!({"agent_id": agent.agent_id}));
-                }
-            });
-        }
-        self.agents
-            .forget_offline(now, self.cfg.heartbeat_timeout_ms.saturating_mul(10));
-        let expired: Vec<&MemoryEntry> = self
-            .state
-            .memory
-            .all()
-            .filter(|e| e.expires_at.is_some_and(|x| x <= now))
-            .collect();
-        let points: Vec<String> = expired
-            .iter()
-            .filter(|e| e.rev.is_some())
-            .map(|e| point_id(&e.namespace, &e.key))
-            .collect();
-        let forget: Vec<Change> = expired
-            .into_iter()
-            .map(|e| Change::Forget {
-                namespace: e.namespace.clone(),
-                key: e.key.clone(),
-            })
-            .collect();
-        match self.commit(forget) {
-            Ok(()) => self.after_sync(ctx, move |act, ctx| act.forget_points(points, ctx)),
-            Err(e) => {
-                tracing::error!(error = %e, "forgetting expired memory failed; retried next sweep")
-            }
-        }
-    }
 }
 
 impl Actor for Coordinator {
@@ -504,6 +348,7 @@ impl Actor for Coordinator {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.cfg.mailbox);
+        self.load_shared(ctx);
         ctx.run_interval(
             Duration::from_millis(self.cfg.sweep_interval_ms.max(10)),
             |act, ctx| act.sweep(ctx),

@@ -94,6 +94,17 @@ impl Agents {
             .collect()
     }
 
+    /// Takes an online agent offline at `now` (another instance reaped it); returns it.
+    pub fn leave(&mut self, id: &str, now: u64) -> Option<Agent> {
+        let a = self.agents.get_mut(id)?;
+        if a.status == AgentStatus::Offline {
+            return None;
+        }
+        a.status = AgentStatus::Offline;
+        a.last_heartbeat = a.last_heartbeat.min(now);
+        Some(a.clone())
+    }
+
     /// Forgets agents offline for longer than `keep` (their ids may be reused).
     pub fn forget_offline(&mut self, now: u64, keep: u64) {
         let cutoff = now.saturating_sub(keep);

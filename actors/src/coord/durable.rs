@@ -34,16 +34,6 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes, applies and syncs `changes` (for work that acts on them at once).
-    pub(super) fn commit_now(
-        &mut self,
-        changes: Vec<Change>,
-        ctx: &mut Context<Self>,
-    ) -> Result<()> {
-        self.commit(changes)?;
-        self.flush(ctx)
-    }
-
     fn maybe_snapshot(&mut self) {
         if self.store.since_snapshot() >= self.cfg.snapshot_every_ops {
             if let Err(e) = self.store.snapshot(&self.state) {
@@ -88,7 +78,7 @@ impl Coordinator {
         )
     }
 
-    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         if !self.flush_queued {
             self.flush_queued = true;
             // Handled after the requests already waiting in the mailbox: they share the sync.

@@ -10,8 +10,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::actor::{event_text, now_ms, CoordSink, Coordinator};
+use super::actor::{event_text, now_ms, CoordSink, Coordinator, Flow};
 use super::memory::MemoryEntry;
+use super::ops::Reply;
+use super::share::{Plan, Planner};
+use super::shared::Expect;
 use super::store::Change;
 use crate::error::{EngineError, Result};
 
@@ -110,57 +113,69 @@ impl Handler<FedPull> for Coordinator {
 }
 
 impl Handler<FedPush> for Coordinator {
-    type Result = Result<()>;
+    type Result = ResponseActFuture<Self, Result<()>>;
 
     fn handle(&mut self, p: FedPush, ctx: &mut Self::Context) -> Self::Result {
         if p.data.len() > PUSH_LIMIT {
-            return Err(EngineError::invalid(format!(
+            return Box::pin(fut::ready(Err(EngineError::invalid(format!(
                 "at most {PUSH_LIMIT} episodes per push"
-            )));
+            )))));
         }
-        if self.state.memory.len() + p.data.len() > self.cfg.max_memory_entries {
-            return Err(EngineError::invalid(format!(
-                "at most {} memory entries per tenant (coordination.max_memory_entries)",
-                self.cfg.max_memory_entries
-            )));
-        }
-        let now = now_ms();
-        let clock = json!(p.clock);
-        let mut changes = Vec::with_capacity(p.data.len());
-        for (i, episode) in p.data.iter().enumerate() {
-            let Some(fields) = episode.as_object() else {
-                return Err(EngineError::invalid("an episode must be a JSON object"));
-            };
-            let id = format!(
-                "{now:013}-{i:04}-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
-            let mut row = Map::new();
-            row.insert("id".into(), Value::from(id.clone()));
-            row.insert("agentId".into(), Value::from(p.agent_id.clone()));
-            for f in FIELDS {
-                row.insert(f.into(), fields.get(f).cloned().unwrap_or(Value::Null));
+        let planner: Planner = Box::new(move |act, now| {
+            if act.state.memory.len() + p.data.len() > act.cfg.max_memory_entries {
+                return Err(EngineError::invalid(format!(
+                    "at most {} memory entries per tenant (coordination.max_memory_entries)",
+                    act.cfg.max_memory_entries
+                )));
             }
-            row.insert("vectorClock".into(), clock.clone());
-            row.insert("createdAt".into(), Value::from(now));
-            let row = Value::Object(row);
-            self.check_value("an episode", &row)?;
-            changes.push(Change::Memory(MemoryEntry {
-                namespace: EPISODES.into(),
-                key: id,
-                value: row,
-                rev: None,
-                created_at: now,
-                expires_at: None,
-            }));
+            let clock = json!(p.clock);
+            let mut changes = Vec::with_capacity(p.data.len());
+            for (i, episode) in p.data.iter().enumerate() {
+                let Some(fields) = episode.as_object() else {
+                    return Err(EngineError::invalid("an episode must be a JSON object"));
+                };
+                let id = format!(
+                    "{now:013}-{i:04}-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
+                let mut row = Map::new();
+                row.insert("id".into(), Value::from(id.clone()));
+                row.insert("agentId".into(), Value::from(p.agent_id.clone()));
+                for f in FIELDS {
+                    row.insert(f.into(), fields.get(f).cloned().unwrap_or(Value::Null));
+                }
+                row.insert("vectorClock".into(), clock.clone());
+                row.insert("createdAt".into(), Value::from(now));
+                let row = Value::Object(row);
+                act.check_value("an episode", &row)?;
+                changes.push(Change::Memory(MemoryEntry {
+                    namespace: EPISODES.into(),
+                    key: id,
+                    value: row,
+                    rev: None,
+                    created_at: now,
+                    expires_at: None,
+                    version: 0,
+                }));
+            }
+            let expect = vec![Expect::Any; changes.len()];
+            let frame = event_text(
+                "push",
+                &json!({"agentId": p.agent_id, "data": p.data, "timestamp": now}),
+            );
+            let stream = p.stream;
+            Ok(Plan::new(changes, expect, move |act, ctx, _| {
+                // The other clients hear of it once it is durable.
+                act.after_sync(ctx, move |act, _| {
+                    act.federation
+                        .retain(|s, sink| *s == stream || sink.deliver("push", &frame));
+                });
+                Ok(Reply::new("pushed", json!({})))
+            }))
+        });
+        match self.propose(planner, ctx) {
+            Flow::Now(_) => Box::pin(fut::ready(Ok(()))),
+            Flow::Later(later) => Box::pin(later.map(|r, _, _| r.map(|_| ()))),
         }
-        self.commit_now(changes, ctx)?;
-        let frame = event_text(
-            "push",
-            &json!({"agentId": p.agent_id, "data": p.data, "timestamp": now}),
-        );
-        self.federation
-            .retain(|stream, sink| *stream == p.stream || sink.deliver("push", &frame));
-        Ok(())
     }
 }

@@ -20,6 +20,9 @@ pub struct MemoryEntry {
     pub created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Its version in the region's shared state (`shared`; 0 when coordination is local).
+    #[serde(default, skip_serializing_if = "super::tasks::is_zero")]
+    pub version: u64,
 }
 
 impl MemoryEntry {
@@ -32,6 +35,7 @@ impl MemoryEntry {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Some(o) = v.as_object_mut() {
             o.remove("rev");
+            o.remove("version");
         }
         v
     }
@@ -153,6 +157,7 @@ mod tests {
             rev,
             created_at: 0,
             expires_at: expires,
+            version: 0,
         }
     }
 

@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use super::actor::{now_ms, Coordinator, Flow};
 use super::memory::MemoryEntry;
 use super::ops::Reply;
+use super::share::{later, Plan, Planner, ATTEMPTS};
+use super::shared::Expect;
 use super::store::Change;
 use super::vectors::{check_point_id, point_id};
 use crate::error::{EngineError, Result};
@@ -79,29 +81,17 @@ impl Coordinator {
             self.check_vector(e)?;
             check_point_id(&entry.namespace, &entry.key)?;
         }
-        let previous = self
-            .state
-            .memory
-            .get(&entry.namespace, &entry.key, entry.created_at);
-        let had_embedding = previous.is_some_and(|p| p.rev.is_some());
-        if previous.is_none() && self.state.memory.len() >= self.cfg.max_memory_entries {
+        let Some(vector) = embedding else {
+            return Ok(self.propose(store_entry(entry), ctx));
+        };
+        // Checked before the point is written too, so refused stores leave no points behind.
+        let known = self.state.memory.get(&entry.namespace, &entry.key, 0);
+        if known.is_none() && self.state.memory.len() >= self.cfg.max_memory_entries {
             return Err(EngineError::invalid(format!(
                 "at most {} memory entries per tenant (coordination.max_memory_entries)",
                 self.cfg.max_memory_entries
             )));
         }
-        let reply = Reply::new(
-            "memory_stored",
-            json!({"namespace": entry.namespace, "key": entry.key}),
-        );
-        let Some(vector) = embedding else {
-            let id = point_id(&entry.namespace, &entry.key);
-            self.commit(vec![Change::Memory(entry)])?;
-            if had_embedding {
-                self.after_sync(ctx, move |act, ctx| act.forget_points(vec![id], ctx));
-            }
-            return Ok(Flow::Now(reply));
-        };
         let rev = self.next_rev();
         let entry = MemoryEntry {
             rev: Some(rev),
@@ -119,21 +109,14 @@ impl Coordinator {
                 }
             }
             .into_actor(self)
-            .map(move |written, act, ctx| {
-                let done = written
-                    .and_then(|()| act.commit_now(vec![Change::Memory(entry)], ctx))
-                    .map(|()| reply);
-                let _ = tx.send(done);
+            .map(move |written, act, ctx| match written {
+                Ok(()) => act.propose_into(store_entry(entry), tx, ATTEMPTS, ctx),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
             }),
         );
-        Ok(Flow::Later(Box::pin(
-            async move {
-                rx.await.unwrap_or_else(|_| {
-                    Err(EngineError::Internal("the coordinator stopped".into()))
-                })
-            }
-            .into_actor(self),
-        )))
+        Ok(later(rx, self))
     }
 
     pub(super) fn memory_retrieve(&self, namespace: &str, key: &str) -> Result<Reply> {
@@ -150,24 +133,32 @@ impl Coordinator {
         namespace: String,
         key: String,
         ctx: &mut Context<Self>,
-    ) -> Result<Reply> {
-        let found = self.state.memory.get(&namespace, &key, now_ms());
-        let deleted = found.is_some();
-        let had_embedding = found.is_some_and(|e| e.rev.is_some());
-        if deleted {
-            self.commit(vec![Change::Forget {
+    ) -> Flow {
+        let planner: Planner = Box::new(move |act, now| {
+            let found = act.state.memory.get(&namespace, &key, now);
+            let body = json!({"namespace": namespace, "key": key, "deleted": found.is_some()});
+            let Some(found) = found else {
+                return Ok(Plan::reply(Reply::new("memory_deleted", body)));
+            };
+            let had_embedding = found.rev.is_some();
+            let forget = Change::Forget {
                 namespace: namespace.clone(),
                 key: key.clone(),
-            }])?;
-        }
-        if had_embedding {
+                version: found.version,
+            };
             let id = point_id(&namespace, &key);
-            self.after_sync(ctx, move |act, ctx| act.forget_points(vec![id], ctx));
-        }
-        Ok(Reply::new(
-            "memory_deleted",
-            json!({"namespace": namespace, "key": key, "deleted": deleted}),
-        ))
+            Ok(Plan::new(
+                vec![forget],
+                vec![Expect::Any],
+                move |act, ctx, _| {
+                    if had_embedding {
+                        act.after_sync(ctx, move |act, ctx| act.forget_points(vec![id], ctx));
+                    }
+                    Ok(Reply::new("memory_deleted", body))
+                },
+            ))
+        });
+        self.propose(planner, ctx)
     }
 
     pub(super) fn memory_search(
@@ -227,4 +218,37 @@ impl Coordinator {
             )),
         }
     }
+}
+
+/// Commits a memory entry (its embedding, if any, already written). An entry replacing one
+/// that had an embedding, without one itself, removes the old point after the sync.
+fn store_entry(entry: MemoryEntry) -> Planner {
+    Box::new(move |act, _| {
+        let previous = act
+            .state
+            .memory
+            .get(&entry.namespace, &entry.key, entry.created_at);
+        if previous.is_none() && act.state.memory.len() >= act.cfg.max_memory_entries {
+            return Err(EngineError::invalid(format!(
+                "at most {} memory entries per tenant (coordination.max_memory_entries)",
+                act.cfg.max_memory_entries
+            )));
+        }
+        let stale_point = previous.is_some_and(|p| p.rev.is_some()) && entry.rev.is_none();
+        let id = point_id(&entry.namespace, &entry.key);
+        let reply = Reply::new(
+            "memory_stored",
+            json!({"namespace": entry.namespace, "key": entry.key}),
+        );
+        Ok(Plan::new(
+            vec![Change::Memory(entry.clone())],
+            vec![Expect::Any],
+            move |act, ctx, _| {
+                if stale_point {
+                    act.after_sync(ctx, move |act, ctx| act.forget_points(vec![id], ctx));
+                }
+                Ok(reply)
+            },
+        ))
+    })
 }

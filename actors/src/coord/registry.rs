@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::OnceCell;
 
 use super::actor::Coordinator;
+use super::shared::SharedCoord;
 use super::vectors::MemoryVectors;
 use crate::config::CoordConfig;
 use crate::error::{EngineError, Result};
@@ -24,6 +25,8 @@ pub struct Coordinators {
     fsync: FsyncMode,
     region: String,
     router: Addr<Router>,
+    /// The region's shared coordination state (several instances of one region).
+    shared: Option<Arc<dyn SharedCoord>>,
     arbiter: ArbiterHandle,
     actors: DashMap<String, Arc<OnceCell<Addr<Coordinator>>>>,
 }
@@ -36,6 +39,7 @@ impl Coordinators {
         fsync: FsyncMode,
         region: String,
         router: Addr<Router>,
+        shared: Option<Arc<dyn SharedCoord>>,
     ) -> Self {
         Coordinators {
             root: data_dir.join("coordination"),
@@ -43,6 +47,7 @@ impl Coordinators {
             fsync,
             region,
             router,
+            shared,
             arbiter: Arbiter::new().handle(),
             actors: DashMap::new(),
         }
@@ -50,7 +55,21 @@ impl Coordinators {
 
     /// The coordinator of `tenant` (`None`: callers without a tenant).
     pub async fn get(&self, tenant: Option<&str>) -> Result<Addr<Coordinator>> {
-        let name = tenant.unwrap_or("_").to_owned();
+        self.named(tenant.unwrap_or("_")).await
+    }
+
+    /// The coordinators running now (to tell them the shared state may have gaps).
+    pub fn running(&self) -> Vec<Addr<Coordinator>> {
+        self.actors
+            .iter()
+            .filter_map(|e| e.value().get().filter(|a| a.connected()).cloned())
+            .collect()
+    }
+
+    /// The coordinator of a tenant by its stored name (`_`: without a tenant).
+    pub async fn named(&self, name: &str) -> Result<Addr<Coordinator>> {
+        let tenant = (name != "_").then_some(name);
+        let name = name.to_owned();
         let cell = {
             let mut slot = self.actors.entry(name.clone()).or_default();
             // A coordinator that stopped (its log failed a sync) is loaded again from its log.
@@ -63,13 +82,14 @@ impl Coordinators {
             .get_or_try_init(|| async {
                 let dir = self.root.join(&name);
                 let (cfg, fsync, region) = (self.cfg.clone(), self.fsync, self.region.clone());
+                let (shared, tenant_name) = (self.shared.clone(), name.clone());
                 let collection = match tenant {
                     Some(t) => format!("{t}.{}", cfg.memory_collection),
                     None => cfg.memory_collection.clone(),
                 };
                 let vectors = MemoryVectors::new(self.router.clone(), collection);
                 let opened = tokio::task::spawn_blocking(move || {
-                    Coordinator::open(dir, cfg, fsync, region, vectors)
+                    Coordinator::open(dir, cfg, fsync, region, tenant_name, vectors, shared)
                 })
                 .await
                 .map_err(|e| EngineError::Internal(format!("loading coordination state: {e}")))??;

@@ -29,7 +29,13 @@ pub enum Change {
     Task(Task),
     Message(TopicMessage),
     Memory(MemoryEntry),
-    Forget { namespace: String, key: String },
+    /// `version`: its version in the region's shared state (0 when coordination is local);
+    /// not logged (a reload from the region's Redis brings it back).
+    Forget {
+        namespace: String,
+        key: String,
+        version: u64,
+    },
 }
 
 fn object(v: Value) -> Result<Arc<serde_json::Map<String, Value>>, EngineError> {
@@ -47,7 +53,7 @@ impl Change {
             Change::Task(t) => (format!("t/{}", t.task_id), to_json(t)),
             Change::Message(m) => (format!("p/{}/{}", m.topic, m.seq), to_json(m)),
             Change::Memory(e) => (format!("m/{}/{}", e.namespace, e.key), to_json(e)),
-            Change::Forget { namespace, key } => {
+            Change::Forget { namespace, key, .. } => {
                 return Ok(Op::Delete {
                     id: format!("m/{namespace}/{key}"),
                 })
@@ -83,6 +89,7 @@ impl Change {
                 Ok(Change::Forget {
                     namespace: namespace.into(),
                     key: key.into(),
+                    version: 0,
                 })
             }
         }
@@ -107,7 +114,7 @@ impl State {
             Change::Task(t) => self.tasks.put(t),
             Change::Message(m) => self.topics.put(m, topic_history),
             Change::Memory(e) => self.memory.put(e),
-            Change::Forget { namespace, key } => {
+            Change::Forget { namespace, key, .. } => {
                 self.memory.remove(&namespace, &key);
             }
         }
@@ -291,6 +298,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             queue_order: 7,
+            version: 0,
         }
     }
 
@@ -305,6 +313,7 @@ mod tests {
             rev: Some(3),
             created_at: 1,
             expires_at: None,
+            version: 0,
         };
         let first = vec![Change::Task(task("a")), Change::Memory(entry.clone())];
         store.commit(&first).expect("commit");
@@ -317,6 +326,7 @@ mod tests {
             Change::Forget {
                 namespace: "ns".into(),
                 key: "k".into(),
+                version: 0,
             },
         ];
         store.commit(&later).expect("commit");

@@ -44,6 +44,13 @@ pub struct Task {
     /// restart keeps the order.
     #[serde(default)]
     pub queue_order: u64,
+    /// Its version in the region's shared state (`shared`; 0 when coordination is local).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
+}
+
+pub(super) fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Task {
@@ -116,6 +123,7 @@ impl Task {
         if let Some(o) = v.as_object_mut() {
             o.remove("embedding");
             o.remove("queue_order");
+            o.remove("version");
         }
         v
     }
@@ -201,6 +209,11 @@ impl Tasks {
         o
     }
 
+    /// Makes every later `next_order` come after `order` (taken from elsewhere).
+    pub fn reserve_order(&mut self, order: u64) {
+        self.next_order = self.next_order.max(order + 1);
+    }
+
     /// Creates a task; `conflict` when the id is taken.
     pub fn create(&mut self, mut t: Task) -> Result<Task, EngineError> {
         if self.tasks.contains_key(&t.task_id) {
@@ -218,18 +231,30 @@ impl Tasks {
     /// The first pending task of `swarm` the agent can do (highest priority first, FIFO within
     /// one), looking at no more than `max_scan` candidates. Nothing changes until the caller
     /// puts the assigned task back (`Task::assign`, then `put`).
-    pub fn peek_claim(
-        &self,
+    pub fn peek_claim<'a>(
+        &'a self,
         swarm: &str,
-        capabilities: &HashSet<String>,
+        capabilities: &'a HashSet<String>,
         max_scan: usize,
-    ) -> Option<&Task> {
+    ) -> Option<&'a Task> {
+        self.claimable(swarm, capabilities, max_scan).next()
+    }
+
+    /// The pending tasks of `swarm` the agent can do, in claim order, among the first
+    /// `max_scan` (several instances propose a few at once: the first still pending wins).
+    pub fn claimable<'a>(
+        &'a self,
+        swarm: &str,
+        capabilities: &'a HashSet<String>,
+        max_scan: usize,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
         self.pending
-            .get(swarm)?
-            .values()
+            .get(swarm)
+            .into_iter()
+            .flat_map(|q| q.values())
             .take(max_scan)
             .filter_map(|id| self.tasks.get(id))
-            .find(|t| {
+            .filter(|t| {
                 t.required_capabilities
                     .iter()
                     .all(|c| capabilities.contains(c))
@@ -294,6 +319,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             queue_order: 0,
+            version: 0,
         }
     }
 

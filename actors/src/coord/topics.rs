@@ -39,11 +39,16 @@ impl Topics {
     /// Records a message (new, or loaded from disk), keeping at most `keep` per topic.
     pub fn put(&mut self, m: TopicMessage, keep: usize) {
         let t = self.topics.entry(m.topic.clone()).or_default();
-        if m.seq <= t.seq {
+        // In order by seq; a message seen before is not added twice. Out-of-order arrivals
+        // happen when several instances of a region share a topic (`shared`).
+        let Err(at) = t.history.binary_search_by_key(&m.seq, |x| x.seq) else {
+            return;
+        };
+        if at == 0 && t.history.len() >= keep && m.seq <= t.seq {
             return;
         }
-        t.seq = m.seq;
-        t.history.push_back(m);
+        t.seq = t.seq.max(m.seq);
+        t.history.insert(at, m);
         while t.history.len() > keep {
             t.history.pop_front();
         }
@@ -97,5 +102,16 @@ mod tests {
             11,
             "an old message replayed twice is ignored"
         );
+    }
+
+    #[test]
+    fn messages_arriving_out_of_order_are_kept_in_seq_order_once() {
+        let mut t = Topics::default();
+        for s in [1, 3, 2, 3, 5, 4] {
+            t.put(msg("x", s), 10);
+        }
+        let seqs: Vec<u64> = t.last("x", 10).iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(t.next_seq("x"), 6);
     }
 }

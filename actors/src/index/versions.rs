@@ -6,7 +6,7 @@
 //! partition swapped whole after a rebuild keeps the same versions. Tombstones are pruned once
 //! their origin time is older than `regions.tombstone_retention_s`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::hnsw::Op;
@@ -15,10 +15,14 @@ use crate::version::PointVersion;
 /// A point's version and whether it is live (false: a tombstone).
 pub type Held = (Arc<PointVersion>, bool);
 
+/// A delete tombstone: the point's id and the delete's version.
+pub type Grave = (Arc<str>, Arc<PointVersion>);
+
 #[derive(Debug, Default, Clone)]
 pub struct Versions {
     live: HashMap<Arc<str>, Arc<PointVersion>>,
-    graves: HashMap<Arc<str>, Arc<PointVersion>>,
+    /// In id order, so a resync can page through them (`graves_after`).
+    graves: BTreeMap<Arc<str>, Arc<PointVersion>>,
 }
 
 impl Versions {
@@ -76,6 +80,24 @@ impl Versions {
 
     pub fn graves(&self) -> usize {
         self.graves.len()
+    }
+
+    /// Up to `limit` tombstones with ids (bytewise) after `after`, in id order.
+    pub fn graves_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Arc<str>, Arc<PointVersion>)> {
+        use std::ops::Bound;
+        let from: Bound<&str> = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.graves
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Every entry as (id, version, live), for snapshots.

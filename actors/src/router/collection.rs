@@ -13,6 +13,7 @@ use crate::config::IndexConfig;
 use crate::error::{EngineError, Result};
 use crate::index::distance::to_graph_form;
 use crate::index::filter::Filter;
+use crate::index::versions::Grave;
 use crate::shard::{
     search_shard, ReplicatedChange, ShardActor, ShardQuery, ShardSearch, ShardState, ShardWrite,
     WriteOp,
@@ -118,6 +119,24 @@ impl Collection {
             })
             .collect();
         all.sort_unstable_by(|a, b| a.0.id.as_bytes().cmp(b.0.id.as_bytes()));
+        let more = all.len() > limit;
+        all.truncate(limit);
+        (all, more)
+    }
+
+    /// A page of delete tombstones (id, version) in id order after `after`, and whether more
+    /// follow: what a full resync needs besides the points (deletes a blind link missed).
+    pub fn deleted_page(&self, after: Option<&str>, limit: usize) -> (Vec<Grave>, bool) {
+        let mut all: Vec<Grave> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.state
+                    .versions()
+                    .graves_after(after, limit.saturating_add(1))
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let more = all.len() > limit;
         all.truncate(limit);
         (all, more)
