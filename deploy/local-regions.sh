@@ -9,8 +9,8 @@
 #   deploy/local-regions.sh stop   [--dir ...]
 #   deploy/local-regions.sh kill <region> [--wipe] [--dir ...]   # the region fails: kill -9 its
 #                                  server and its Redis (--wipe: both lose their data as well)
-#   deploy/local-regions.sh start-region <region> [--dir ...]    # start its Redis and server
-#                                  again (runbook: docs/OPERATIONS.md "Region recovery")
+#   deploy/local-regions.sh start-region <region> [--dir ...] [--bin B]  # start its Redis and server
+#                                  again with the binary `start` ran (runbook: docs/OPERATIONS.md "Region recovery")
 #
 # Region i (0-based) serves HTTP on http-port + i and its Redis on redis-port + i. Everything a
 # run creates (configs, data directories, logs, pid files) lives under --dir.
@@ -29,12 +29,13 @@ redis_port=6390
 dir=/tmp/ruvector-regions
 bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/ruvector-streaming"
 regions="us,eu,ap"
+bin_given=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --http-port) http_port="$2"; shift 2 ;;
     --redis-port) redis_port="$2"; shift 2 ;;
     --dir) dir="$2"; shift 2 ;;
-    --bin) bin="$2"; shift 2 ;;
+    --bin) bin="$2"; bin_given=1; shift 2 ;;
     --regions) regions="$2"; shift 2 ;;
     --wipe) wipe=1; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -101,6 +102,9 @@ start_region() {
   if [ -f "$dir/$target/server.pid" ] && kill -0 "$(cat "$dir/$target/server.pid")" 2>/dev/null; then
     echo "region $target is already running" >&2; exit 1
   fi
+  # The binary `start` ran, unless --bin names another (a fresh checkout has no release build).
+  if [ "$bin_given" = 0 ] && [ -f "$dir/bin" ]; then bin="$(cat "$dir/bin")"; fi
+  [ -x "$bin" ] || { echo "no server binary at $bin (cargo build --release, or --bin)" >&2; exit 1; }
   launch_redis "$target"
   launch "$target"
   local port
@@ -116,6 +120,7 @@ start() {
   command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
   [ -x "$bin" ] || { echo "no server binary at $bin (cargo build --release, or --bin)" >&2; exit 1; }
   mkdir -p "$dir"
+  echo "$bin" > "$dir/bin"
   local i n peer j
   for i in "${!names[@]}"; do
     n="${names[$i]}"
