@@ -146,7 +146,13 @@ pub async fn start(
         ));
     }
     let drops = regions::drops(&settings)?;
-    let replication = regions::start(&settings, catalogue.clone(), router.clone(), drops.clone())?;
+    let replication = regions::start(
+        &settings,
+        catalogue.clone(),
+        router.clone(),
+        drops.clone(),
+        &lifecycle,
+    )?;
     let coordinators = start_coordination(&settings, tier.as_ref(), router.clone())?;
     let state = web::Data::new(AppState {
         router: router.clone(),

@@ -213,6 +213,38 @@ fn a_region_killed_and_restarted_catches_up_without_loss_or_duplicates() {
 }
 
 #[test]
+fn a_new_instance_with_an_empty_disk_is_ready_only_once_it_holds_its_peers_backlog() {
+    const POINTS: usize = 20_000;
+    let mut r = Regions::start(&["us", "eu"], false);
+    create(r.server(0), "big");
+    for start in (0..POINTS).step_by(1_000) {
+        let pts = (start..start + 1_000)
+            .map(|i| point(&format!("p{i}"), vec![i as f32, 1.0, 2.0, 3.0], "us"))
+            .collect();
+        upsert(r.server(0), "big", pts);
+    }
+    r.kill9(1);
+    r.wipe_data(1);
+    r.start_region(1);
+    let eu = r.server(1);
+    // The probe a load balancer uses: the first 200 it sees must come with every point there.
+    let mut catching_up = 0;
+    let ready = wait_for(Duration::from_secs(60), || {
+        let (status, body) = eu.call("GET", "/health/ready", None);
+        if status == 503 && body["status"] == "catching_up" {
+            catching_up += 1;
+        }
+        status == 200
+    });
+    assert!(ready, "eu became ready: {}", eu.log_text());
+    let held = r.dump(1, "big").map_or(0, |d| d.len());
+    assert_eq!(
+        held, POINTS,
+        "ready with the whole backlog ({catching_up} probes said catching_up)"
+    );
+}
+
+#[test]
 fn a_region_whose_redis_is_down_keeps_serving_and_publishes_its_backlog_when_it_returns() {
     let mut r = Regions::start(&["us", "eu"], true);
     create(r.server(0), "d");

@@ -1,4 +1,5 @@
-//! `/health/startup|live|ready` (from the server's `Lifecycle` and the shed level) and
+//! `/health/startup|live|ready` (from the server's `Lifecycle` — loaded, caught up with the
+//! regions, draining — and the shed level) and
 //! `/metrics` (the Prometheus exposition, without series of deleted collections).
 
 use std::collections::HashSet;
@@ -40,6 +41,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "draining"
     } else if !h.is_loaded() {
         "loading"
+    } else if !h.is_caught_up() {
+        "catching_up"
     } else if state.supervisor.rejecting() {
         "shedding"
     } else {

@@ -9,6 +9,9 @@
 //! stream has trimmed past means entries were lost to this link: it resyncs in full from the
 //! peer's scroll endpoint (`resync.rs`) when it knows the peer's HTTP address, and says so in a
 //! log line and `ruvector_region_resyncs_total{peer,reason}`.
+//!
+//! Until it has read its stream to the end once (or found the stream's Redis unreachable) a link
+//! holds the starting instance's readiness back (`Lifecycle::caught_up`).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +27,7 @@ use super::entry::{ChangeEntry, Entry};
 use super::keys;
 use super::offset::{LinkOffset, OffsetFile};
 use super::resync;
+use crate::lifecycle::Lifecycle;
 use crate::tier::dedicated_connection;
 
 pub struct LinkConfig {
@@ -47,6 +51,8 @@ pub struct Link {
     drops: std::sync::Arc<Drops>,
     file: OffsetFile,
     offset: LinkOffset,
+    /// Readiness, until this link has caught up once.
+    catching_up: Option<std::sync::Arc<Lifecycle>>,
 }
 
 fn now_ns() -> u64 {
@@ -68,6 +74,7 @@ impl Link {
         cfg: LinkConfig,
         router: Addr<Router>,
         drops: std::sync::Arc<Drops>,
+        lifecycle: std::sync::Arc<Lifecycle>,
     ) -> std::io::Result<Link> {
         let file = OffsetFile::new(&cfg.data_dir, &cfg.peer);
         let offset = file.load()?;
@@ -77,7 +84,16 @@ impl Link {
             drops,
             file,
             offset,
+            catching_up: Some(lifecycle),
         })
+    }
+
+    /// The backlog is read (or cannot be): this link no longer holds readiness back.
+    fn caught_up(&mut self) {
+        if let Some(life) = self.catching_up.take() {
+            tracing::info!(peer = %self.cfg.peer, offset = %self.offset.id, "region link caught up");
+            life.caught_up();
+        }
     }
 
     fn gauge(&self, name: &'static str, v: f64) {
@@ -109,6 +125,8 @@ impl Link {
                 Err(e) => Err(e.to_string()),
             };
             self.gauge("ruvector_region_link_up", 0.0);
+            // Unreachable: waiting for it would keep this instance out of service with no gain.
+            self.caught_up();
             if let Err(e) = result {
                 if !logged {
                     tracing::warn!(peer = %self.cfg.peer, error = %e, "region link down; retrying");
@@ -129,6 +147,7 @@ impl Link {
                 if !self.check_epoch(&mut conn).await? {
                     // Nothing was published to this Redis since it (re)started: nothing is read
                     // until its stream has an epoch to compare with the saved one.
+                    self.caught_up();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     checked_at = std::time::Instant::now() - Duration::from_secs(60);
                     continue;
@@ -151,6 +170,7 @@ impl Link {
             if ids.is_empty() {
                 self.gauge("ruvector_region_lag_seconds", 0.0);
                 self.gauge("ruvector_region_lag_entries", 0.0);
+                self.caught_up();
                 continue;
             }
             let full = ids.len() >= self.cfg.count;
@@ -168,6 +188,7 @@ impl Link {
                 self.gauge("ruvector_region_lag_entries", behind.len() as f64);
             } else {
                 self.gauge("ruvector_region_lag_entries", 0.0);
+                self.caught_up();
             }
         }
     }

@@ -28,6 +28,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use ruvector_actors::{Catalogue, Router};
 
+use crate::lifecycle::Lifecycle;
 use crate::settings::Settings;
 
 pub use drops::Drops;
@@ -60,13 +61,15 @@ impl Actor for Replication {
     }
 }
 
-/// Starts publishing and one link per peer plus one for this region's other instances; `None`
-/// without Redis.
+/// Starts publishing and one link per peer plus one for this region's other instances, each
+/// holding readiness back until it has read its backlog (`regions.catch_up_wait_s` at most);
+/// `None` without Redis.
 pub fn start(
     settings: &Settings,
     catalogue: Catalogue,
     router: Addr<Router>,
     drops: Option<std::sync::Arc<Drops>>,
+    lifecycle: &std::sync::Arc<Lifecycle>,
 ) -> std::io::Result<Option<Addr<Replication>>> {
     let Some(drops) = drops else {
         return Ok(None);
@@ -100,6 +103,10 @@ pub fn start(
         .peers
         .iter()
         .map(|p| (p.name.clone(), p.redis_url.clone(), p.http_url.clone()));
+    lifecycle.expect_catch_up(
+        1 + regions.peers.len(),
+        Duration::from_secs(regions.catch_up_wait_s),
+    );
     for (peer, redis_url, http_url) in own.chain(peers) {
         let link = link::Link::new(
             link::LinkConfig {
@@ -115,6 +122,7 @@ pub fn start(
             },
             router.clone(),
             drops.clone(),
+            lifecycle.clone(),
         )?;
         tasks.push(Box::pin(link.run()));
     }

@@ -61,6 +61,9 @@ pub struct RegionsSettings {
     pub batch: u64,
     /// How often the publisher looks for acknowledged writes not yet in the stream (ms).
     pub publish_interval_ms: u64,
+    /// Longest a starting instance stays unready while its region links read their backlogs
+    /// (s; 0: no wait).
+    pub catch_up_wait_s: u64,
     #[serde(default)]
     pub peers: Vec<PeerSettings>,
 }

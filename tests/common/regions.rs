@@ -87,6 +87,13 @@ impl Regions {
         }
     }
 
+    /// Region `i` loses its data directory (a new instance with an empty disk); stop it first.
+    pub fn wipe_data(&self, i: usize) {
+        assert!(self.servers[i].is_none(), "stop region {i} first");
+        let data = self.dirs[i].path().join("data");
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+
     /// Every point of a collection in region `i`, page by page (id, vector, metadata,
     /// version), or `None` if the collection is missing there.
     pub fn dump(&self, i: usize, collection: &str) -> Option<Vec<Value>> {
