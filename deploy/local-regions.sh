@@ -5,6 +5,7 @@
 #
 #   deploy/local-regions.sh start [--http-port 8080] [--redis-port 6390] [--dir /tmp/ruvector-regions]
 #                                 [--bin target/release/ruvector-streaming] [--regions us,eu,ap]
+#                                 [--wait 900]   # seconds start and start-region wait for readiness
 #   deploy/local-regions.sh status [--dir ...]
 #   deploy/local-regions.sh stop   [--dir ...]
 #   deploy/local-regions.sh kill <region> [--wipe] [--dir ...]   # the region fails: kill -9 its
@@ -30,6 +31,9 @@ dir=/tmp/ruvector-regions
 bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/ruvector-streaming"
 regions="us,eu,ap"
 bin_given=0
+# How long start and start-region wait for readiness (s): a region that starts on an empty disk
+# is ready only once it has caught up with its peers (regions.catch_up_wait_s).
+wait_s=900
 while [ $# -gt 0 ]; do
   case "$1" in
     --http-port) http_port="$2"; shift 2 ;;
@@ -38,15 +42,17 @@ while [ $# -gt 0 ]; do
     --bin) bin="$2"; bin_given=1; shift 2 ;;
     --regions) regions="$2"; shift 2 ;;
     --wipe) wipe=1; shift ;;
+    --wait) wait_s="$2"; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 IFS=',' read -r -a names <<< "$regions"
 
-wait_ready() { # url seconds
+wait_ready() { # url seconds region — fails at once if the region's server exits
   local i
   for i in $(seq 1 $(( $2 * 10 ))); do
     if curl -sf "$1/health/ready" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$(cat "$dir/$3/server.pid")" 2>/dev/null || return 1
     sleep 0.1
   done
   return 1
@@ -109,7 +115,7 @@ start_region() {
   launch "$target"
   local port
   port="$(port_of "$target")"
-  if ! wait_ready "http://127.0.0.1:$port" 120; then
+  if ! wait_ready "http://127.0.0.1:$port" "$wait_s" "$target"; then
     echo "region $target did not become ready; see $dir/$target/server.log" >&2
     exit 1
   fi
@@ -149,7 +155,7 @@ start() {
   done
   for i in "${!names[@]}"; do
     n="${names[$i]}"
-    if ! wait_ready "http://127.0.0.1:$(( http_port + i ))" 60; then
+    if ! wait_ready "http://127.0.0.1:$(( http_port + i ))" "$wait_s" "$n"; then
       echo "region $n did not become ready; see $dir/$n/server.log" >&2
       exit 1
     fi
@@ -193,5 +199,5 @@ case "$cmd" in
   stop) stop ;;
   kill) kill_region ;;
   start-region) start_region ;;
-  *) echo "usage: $0 start|status|stop|kill <region> [--wipe]|start-region <region> [--http-port N] [--redis-port N] [--dir D] [--bin B] [--regions a,b,c]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|stop|kill <region> [--wipe]|start-region <region> [--http-port N] [--redis-port N] [--dir D] [--bin B] [--regions a,b,c] [--wait S]" >&2; exit 2 ;;
 esac

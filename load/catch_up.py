@@ -5,9 +5,10 @@ region that lost its data directory), per million points.
 Drives `deploy/local-regions.sh` with two regions: loads N points into the first region
 (batches over one keep-alive HTTP connection), waits until the second holds them all, then
 kills the second region with its data (`kill --wipe`), starts it again (`start-region`) and
-times (a) until it is ready and (b) until it holds every point again — read from its peer's
-change stream from the start, applied like any replicated write (durable, indexed). Prints one
-JSON line.
+times (a) until it is ready — which a starting instance answers only once its links have read
+their backlogs (`regions.catch_up_wait_s`) — and (b) until it holds every point again: read
+from its peer's change stream from the start, applied like any replicated write (durable,
+indexed). Prints one JSON line.
 
     cargo build --release
     python3 load/catch_up.py --points 1000000 --dim 32
@@ -82,7 +83,7 @@ def main():
         wait_count(eu, "c", a.points, 3600)
         script("kill", "eu", "--wipe", *common)
         t = time.time()
-        script("start-region", "eu", *common)
+        script("start-region", "eu", "--wait", "7200", *common)
         ready_s = time.time() - t
         rest_s = wait_count(eu, "c", a.points, 3600)
         total_s = ready_s + rest_s
