@@ -213,10 +213,16 @@ fn the_runbooks_region_recovery_followed_literally_brings_a_killed_region_back()
             String::from_utf8_lossy(&out.stderr)
         );
         // Ready (step 3) means caught up: ap holds every point its peers wrote, at once.
+        let log = std::fs::read_to_string(dir.path().join("ap/server.log")).unwrap_or_default();
+        let notable: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("caught up"))
+            .collect();
         assert_eq!(
             count_points(&ap, "c"),
             Some(400),
-            "ap caught up from its peers"
+            "ap caught up from its peers; its log:\n{}",
+            notable.join("\n")
         );
     });
     stop();

@@ -261,6 +261,11 @@ fn a_region_whose_redis_is_down_keeps_serving_and_publishes_its_backlog_when_it_
         );
         assert_eq!(status, 200, "{body}");
     }
+    // Reads come faster than a refill's timeout: several leases' worth while it hangs.
+    for _ in 0..400 {
+        let (status, body) = get(r.server(0), "d", "frozen-7");
+        assert_eq!(status, 200, "{body}");
+    }
     r.redis[0].resume();
     r.converged("d", Some(151), Duration::from_secs(15));
     r.redis[0].kill();

@@ -122,11 +122,15 @@ impl Link {
                     logged = false;
                     self.session(conn).await
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    // Unreachable: waiting for it would keep this instance out of service with
+                    // no gain. (A failure after connecting — a batch that could not be applied
+                    // yet — is retried and still holds readiness back, up to the deadline.)
+                    self.caught_up();
+                    Err(e.to_string())
+                }
             };
             self.gauge("ruvector_region_link_up", 0.0);
-            // Unreachable: waiting for it would keep this instance out of service with no gain.
-            self.caught_up();
             if let Err(e) = result {
                 if !logged {
                     tracing::warn!(peer = %self.cfg.peer, error = %e, "region link down; retrying");

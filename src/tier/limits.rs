@@ -6,14 +6,16 @@
 //! without Redis. A request it lets through then takes a token from this instance's *lease* of
 //! the regional budget: leases of `rate_limit.regional_lease` tokens are fetched from Redis in
 //! the background (ahead of need, when half is used), so no request waits on Redis. When a
-//! lease runs dry before its refill lands, up to one lease's worth of requests is admitted on
-//! credit and repaid from the next grant; when Redis has no tokens left it answers how long
-//! until it has, and requests are refused (429) until then. Over the region a caller gets its
-//! budget plus at most one lease per instance. Leases lapse after `rate_limit.regional_lease_ms`.
-//! With Redis down the check lets everything through (governor alone limits) and says so in
-//! `ruvector_rate_limit_leases_total{result="error"}`; so does a Redis slow to answer a refill
-//! (frozen or overloaded, before the tier is marked down) once the refill has waited a tenth of
-//! a lease period (`result="late"`).
+//! lease runs dry before its refill lands, requests are admitted on credit and the next refill
+//! asks for a lease plus the debt, so the credit is charged to the budget too. When Redis has no
+//! tokens left (or grants less than asked, leaving the debt open) it answers how long until it
+//! has, and the caller is refused (429) until Redis grants again. A request is refused only on
+//! such an answer, never because the answer is slow. Over the region a caller gets its budget
+//! plus about one lease per instance. Leases lapse after `rate_limit.regional_lease_ms`. With
+//! Redis down the check lets everything through (governor alone limits) and says so in
+//! `ruvector_rate_limit_leases_total{result="error"}` (the debt is forgiven); requests admitted
+//! beyond a lease of credit while a refill has waited more than a tenth of a lease period (a
+//! frozen or overloaded Redis, before the tier is marked down) count as `result="late"`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +57,9 @@ struct Lease {
     tokens: i64,
     expires: Instant,
     denied_until: Option<Instant>,
+    /// Redis's last answer was that the budget is spent (or a grant left this lease in debt):
+    /// requests are refused until a grant clears the debt.
+    in_debt: bool,
     refilling: bool,
     /// When the refill in flight was asked for.
     refill_asked: Instant,
@@ -130,6 +135,7 @@ impl RegionalLimits {
                         tokens: 0,
                         expires: now,
                         denied_until: None,
+                        in_debt: false,
                         refilling: false,
                         refill_asked: now,
                         last_used: now,
@@ -152,40 +158,47 @@ impl RegionalLimits {
         if l.expires <= now && l.tokens > 0 {
             l.tokens = 0;
         }
-        let lease = i64::from(self.lease);
-        if l.tokens <= -lease {
-            // A lease's worth on credit already: wait for the refill — unless Redis is slow to
-            // answer it (frozen, overloaded, before the tier is marked down): a Redis that does
-            // not answer must not refuse requests, governor alone limits meanwhile.
+        if l.in_debt {
+            // Redis said the budget is spent: refused until it grants again (asked now).
             if !l.refilling {
                 l.refilling = true;
                 l.refill_asked = now;
-                self.refill(key.clone(), budget);
-            } else if now.duration_since(l.refill_asked) > self.lease_for / 10 {
-                metrics::counter!("ruvector_rate_limit_leases_total", "result" => "late")
-                    .increment(1);
-                return Regional::Allowed;
+                self.refill(key.clone(), budget, l.tokens);
             }
             return Regional::Refused { retry_ms: 10 };
         }
+        let lease = i64::from(self.lease);
+        // Taken even when the lease is dry: a dry lease with its refill on the way is credit,
+        // charged to the budget by the next refill. Refusing before Redis answers would refuse
+        // for Redis's slowness (a frozen or overloaded Redis before the tier is marked down),
+        // not for the budget: governor alone limits meanwhile.
         l.tokens -= 1;
         if l.tokens < lease / 2 && !l.refilling {
             l.refilling = true;
             l.refill_asked = now;
-            self.refill(key.clone(), budget);
+            self.refill(key.clone(), budget, l.tokens);
+        } else if l.refilling
+            && l.tokens <= -lease
+            && now.duration_since(l.refill_asked) > self.lease_for / 10
+        {
+            metrics::counter!("ruvector_rate_limit_leases_total", "result" => "late").increment(1);
         }
         Regional::Allowed
     }
 
-    fn refill(self: &Arc<Self>, key: LeaseKey, budget: Budget) {
+    /// Asks Redis for a lease plus `tokens`' debt (admitted on credit; charged too), at most a
+    /// burst. Called with the lease's lock held, so it only spawns.
+    fn refill(self: &Arc<Self>, key: LeaseKey, budget: Budget, tokens: i64) {
         let me = self.clone();
+        let debt = (-tokens).max(0);
+        let asked = (i64::from(me.lease) + debt).min(i64::from(budget.burst.max(me.lease)));
         tokio::spawn(async move {
             let interval_us = 1_000_000 / u64::from(budget.per_s.max(1));
             let (id, tier, class) = &key;
             let mut inv = me.script.key(format!("{}{tier}:{class}:{id}", me.prefix));
             inv.arg(interval_us.max(1))
                 .arg(budget.burst.max(1))
-                .arg(me.lease);
+                .arg(asked);
             let answer = me
                 .tier
                 .run(|mut conn| async move { inv.invoke_async::<(i64, i64)>(&mut conn).await })
@@ -202,15 +215,25 @@ impl RegionalLimits {
                 Ok((granted, _)) if granted > 0 => {
                     l.tokens += granted;
                     l.expires = now + me.lease_for;
+                    // Granted less than asked (the budget ran out) and still in debt: refused
+                    // until the budget has earned it back. A full grant with debt left (run up
+                    // while it was on its way) is charged by the next refill.
+                    l.in_debt = l.tokens <= 0 && granted < asked;
+                    if l.in_debt {
+                        let wait_us = interval_us.saturating_mul(l.tokens.unsigned_abs() + 1);
+                        l.denied_until = Some(now + Duration::from_micros(wait_us));
+                    }
                     "granted"
                 }
                 Ok((_, retry_us)) => {
+                    l.in_debt = true;
                     l.denied_until = Some(now + Duration::from_micros(retry_us.max(1000) as u64));
                     "denied"
                 }
                 Err(_) => {
-                    // Forgive the credit: with no answer, governor alone limits.
+                    // Forgive the debt: with no answer, governor alone limits.
                     l.tokens = l.tokens.max(0);
+                    l.in_debt = false;
                     "error"
                 }
             };
