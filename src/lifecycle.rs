@@ -44,7 +44,9 @@ impl Lifecycle {
     /// has called `caught_up` or `wait` has passed (a peer writing faster than this instance
     /// applies must not keep it out of service for ever).
     pub fn expect_catch_up(&self, links: usize, wait: Duration) {
-        if self.catch_up_deadline.set(Instant::now() + wait).is_ok() {
+        let now = Instant::now();
+        let deadline = now.checked_add(wait).unwrap_or(now);
+        if self.catch_up_deadline.set(deadline).is_ok() {
             self.catching_up.store(links, Ordering::Release);
         }
     }

@@ -339,5 +339,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("index.hnsw"), "{err}");
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("REDIS_URL", "redis://127.0.0.1:6390"),
+                ("RUVECTOR__REGIONS__CATCH_UP_WAIT_S", "18446744073709551615"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("regions.catch_up_wait_s"), "{err}");
     }
 }

@@ -129,6 +129,9 @@ pub fn validate(
     if regions.batch > 10_000 {
         return fail("regions.batch", "at most 10000".into());
     }
+    if regions.catch_up_wait_s > 86_400 {
+        return fail("regions.catch_up_wait_s", "at most 86400 (a day)".into());
+    }
     if !regions.peers.is_empty() && redis.url.is_empty() {
         return fail(
             "regions.peers",
