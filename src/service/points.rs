@@ -98,6 +98,15 @@ pub async fn delete_one(app: &AppState, collection: String, id: String) -> Resul
     Ok(())
 }
 
+/// A page cursor is the last point id of the previous page: it must be a valid id.
+fn check_cursor(cursor: Option<&str>) -> Result<(), ApiError> {
+    match cursor {
+        Some(after) => ruvector_actors::types::validate_point_id(after)
+            .map_err(|e| ApiError::invalid(format!("cursor: {e}"))),
+        None => Ok(()),
+    }
+}
+
 /// A page of points in id order (bytewise) after `cursor` (the last id of the previous page):
 /// `{"points":[{"id","vector","metadata"?,"version"}],"next_cursor"}`. `limit` is lowered to
 /// `index.max_page_points` and to what `index.max_answer_floats` allows at this dimension.
@@ -108,10 +117,7 @@ pub async fn page(
     cursor: Option<String>,
 ) -> Result<serde_json::Value, ApiError> {
     let c = lookup(app, collection).await?;
-    if let Some(after) = &cursor {
-        ruvector_actors::types::validate_point_id(after)
-            .map_err(|e| ApiError::invalid(format!("cursor: {e}")))?;
-    }
+    check_cursor(cursor.as_deref())?;
     let limits = c.limits();
     let limit = limit
         .unwrap_or(100)
@@ -154,10 +160,7 @@ pub async fn deleted_page(
     cursor: Option<String>,
 ) -> Result<serde_json::Value, ApiError> {
     let c = lookup(app, collection).await?;
-    if let Some(after) = &cursor {
-        ruvector_actors::types::validate_point_id(after)
-            .map_err(|e| ApiError::invalid(format!("cursor: {e}")))?;
-    }
+    check_cursor(cursor.as_deref())?;
     let limit = limit.unwrap_or(100).min(c.limits().max_page_points).max(1);
     let (graves, more) = c.deleted_page(cursor.as_deref(), limit);
     let next = if more {

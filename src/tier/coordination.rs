@@ -84,6 +84,24 @@ impl RedisCoord {
         ]
     }
 
+    /// `script` over a tenant's agent keys, with the arguments every agent script starts
+    /// with (stream length, this instance, the tenant).
+    fn agent_script<'a>(
+        &self,
+        script: &'a redis::Script,
+        tenant: &str,
+    ) -> redis::ScriptInvocation<'a> {
+        let [stream, agents, beats, gone] = self.agent_keys(tenant);
+        let mut inv = script.key(stream);
+        inv.key(agents)
+            .key(beats)
+            .key(gone)
+            .arg(self.maxlen)
+            .arg(&self.instance)
+            .arg(tenant);
+        inv
+    }
+
     async fn invoke(&self, inv: redis::ScriptInvocation<'_>) -> Result<Value> {
         self.tier
             .run(|mut conn| async move { inv.invoke_async::<Value>(&mut conn).await })
@@ -379,17 +397,8 @@ impl SharedCoord for RedisCoord {
         let (id, now) = (agent.agent_id.clone(), agent.last_heartbeat);
         Box::pin(async move {
             let json = json.map_err(|e| EngineError::Internal(e.to_string()))?;
-            let [stream, agents, beats, gone] = me.agent_keys(&tenant);
-            let mut inv = me.register.key(stream);
-            inv.key(agents)
-                .key(beats)
-                .key(gone)
-                .arg(me.maxlen)
-                .arg(&me.instance)
-                .arg(&tenant)
-                .arg(id)
-                .arg(json)
-                .arg(now);
+            let mut inv = me.agent_script(&me.register, &tenant);
+            inv.arg(id).arg(json).arg(now);
             me.invoke(inv).await.map(|_| ())
         })
     }
@@ -414,15 +423,8 @@ impl SharedCoord for RedisCoord {
         let me = self.clone();
         let tenant = tenant.to_owned();
         Box::pin(async move {
-            let [stream, agents, beats, gone] = me.agent_keys(&tenant);
-            let mut inv = me.reap.key(stream);
-            inv.key(agents)
-                .key(beats)
-                .key(gone)
-                .arg(me.maxlen)
-                .arg(&me.instance)
-                .arg(&tenant)
-                .arg(now.saturating_sub(timeout_ms))
+            let mut inv = me.agent_script(&me.reap, &tenant);
+            inv.arg(now.saturating_sub(timeout_ms))
                 .arg(now)
                 .arg(now.saturating_sub(timeout_ms.saturating_mul(10)));
             Ok(array(&me.invoke(inv).await?)

@@ -21,6 +21,29 @@ use crate::error::{EngineError, Result};
 /// How many pending tasks one claim proposes at once (see `TaskClaim`).
 const CLAIM_CANDIDATES: usize = 8;
 
+/// A planner that moves one task from the version held here to what `step` makes of it (given
+/// a place at the queue's tail when `requeues`, the task and the time) and answers `kind` with
+/// the task after.
+fn one_task(
+    task_id: String,
+    kind: &'static str,
+    requeues: bool,
+    step: impl Fn(u64, &Task, u64) -> Result<Task> + 'static,
+) -> Planner {
+    Box::new(move |act, now| {
+        let tail = if requeues { act.next_queue_order() } else { 0 };
+        let held = act.task_or_404(&task_id)?;
+        let expect = Expect::Version(held.version);
+        let task = step(tail, held, now)?;
+        let body = json!({ "task": task.public() });
+        Ok(Plan::new(
+            vec![Change::Task(task)],
+            vec![expect],
+            move |_, _, _| Ok(Reply::new(kind, body)),
+        ))
+    })
+}
+
 impl Coordinator {
     pub(super) fn serve_change(
         &mut self,
@@ -132,16 +155,8 @@ impl Coordinator {
             } => {
                 self.check_value("result", &result)?;
                 let key = format!("t/{task_id}");
-                let planner: Planner = Box::new(move |act, now| {
-                    let held = act.task_or_404(&task_id)?;
-                    let expect = Expect::Version(held.version);
-                    let task = held.complete(&agent_id, result.clone(), now)?;
-                    let body = json!({ "task": task.public() });
-                    Ok(Plan::new(
-                        vec![Change::Task(task)],
-                        vec![expect],
-                        move |_, _, _| Ok(Reply::new("task_completed", body)),
-                    ))
+                let planner = one_task(task_id, "task_completed", false, move |_, held, now| {
+                    held.complete(&agent_id, result.clone(), now)
                 });
                 Ok(self.propose_on(key, planner, ctx))
             }
@@ -152,17 +167,8 @@ impl Coordinator {
             } => {
                 let error: String = error.chars().take(4096).collect();
                 let key = format!("t/{task_id}");
-                let planner: Planner = Box::new(move |act, now| {
-                    let tail = act.next_queue_order();
-                    let held = act.task_or_404(&task_id)?;
-                    let expect = Expect::Version(held.version);
-                    let task = held.fail(&agent_id, error.clone(), tail, now)?;
-                    let body = json!({ "task": task.public() });
-                    Ok(Plan::new(
-                        vec![Change::Task(task)],
-                        vec![expect],
-                        move |_, _, _| Ok(Reply::new("task_failed", body)),
-                    ))
+                let planner = one_task(task_id, "task_failed", true, move |tail, held, now| {
+                    held.fail(&agent_id, error.clone(), tail, now)
                 });
                 Ok(self.propose_on(key, planner, ctx))
             }
