@@ -14,11 +14,11 @@ const QUERIES: usize = 200;
 const K: usize = 10;
 
 fn load(s: &Server, name: &str, metric: &str, data: &[Vec<f32>]) {
-    s.ok(
-        "PUT",
-        &format!("/api/v1/collections/{name}"),
-        Some(&json!({"dimension": DIM, "metric": metric})),
-    );
+    load_with(s, name, json!({"dimension": DIM, "metric": metric}), data);
+}
+
+fn load_with(s: &Server, name: &str, create: Value, data: &[Vec<f32>]) {
+    s.ok("PUT", &format!("/api/v1/collections/{name}"), Some(&create));
     for (b, chunk) in data.chunks(2000).enumerate() {
         let points: Vec<Value> = chunk
             .iter()
@@ -112,19 +112,7 @@ fn recall_at_10_is_at_least_095_for_every_metric() {
     for metric in ["cosine", "l2", "dot"] {
         load(&s, metric, metric, &data);
         wait_indexed(&s, metric);
-        let mut found = 0usize;
-        for q in &queries {
-            let truth = brute_top(metric, &data, q, K, |_| true);
-            let r = s.ok(
-                "POST",
-                &format!("/api/v1/collections/{metric}/points/search"),
-                Some(&json!({"vector": q, "k": K, "with_metadata": false})),
-            );
-            let got = result_ids(&r);
-            assert_eq!(got.len(), K);
-            found += got.iter().filter(|id| truth.contains(id)).count();
-        }
-        let recall = found as f64 / (QUERIES * K) as f64;
+        let recall = recall_with_exact_scores(&s, metric, metric, &data, &queries);
         println!("{metric}: recall@10 = {recall:.4}");
         assert!(recall >= 0.95, "{metric}: recall@10 = {recall}");
     }
@@ -135,6 +123,84 @@ fn recall_at_10_is_at_least_095_for_every_metric() {
     assert!(
         s.metric("ruvector_shard_search_seconds_count", &["path=\"graph\""])
             >= (3 * QUERIES * shards) as f64 * 0.9
+    );
+}
+
+/// Recall@10 of `name` over `queries` against brute force; every score must be the exact one.
+fn recall_with_exact_scores(
+    s: &Server,
+    name: &str,
+    metric: &str,
+    data: &[Vec<f32>],
+    queries: &[Vec<f32>],
+) -> f64 {
+    let mut found = 0usize;
+    for q in queries {
+        let truth = brute_top(metric, data, q, K, |_| true);
+        let r = s.ok(
+            "POST",
+            &format!("/api/v1/collections/{name}/points/search"),
+            Some(&json!({"vector": q, "k": K, "with_metadata": false})),
+        );
+        let got = result_ids(&r);
+        assert_eq!(got.len(), K);
+        found += got.iter().filter(|id| truth.contains(id)).count();
+        for h in r["results"].as_array().unwrap() {
+            let i: usize = h["id"].as_str().unwrap()[1..].parse().unwrap();
+            let (got, want) = (
+                h["score"].as_f64().unwrap(),
+                score(metric, q, &data[i]) as f64,
+            );
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{name}: score {got} for p{i}, exactly {want}"
+            );
+        }
+    }
+    found as f64 / (queries.len() * K) as f64
+}
+
+#[test]
+fn int8_collections_keep_recall_and_exact_scores_for_every_metric_across_a_restart() {
+    let mut s = Server::start(&[]);
+    let (data, mut queries) = common::clustered_with_queries(N, QUERIES / 2, DIM, 50, 0.35, 7);
+    queries.extend(clustered(QUERIES / 2, DIM, 50, 0.35, 7_000_001));
+    let (status, body) = s.call(
+        "PUT",
+        "/api/v1/collections/bad",
+        Some(&json!({"dimension": DIM, "hnsw": {"quantization": "int4"}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("quantization"));
+    for metric in ["cosine", "l2", "dot"] {
+        let name = format!("q-{metric}");
+        let create = json!({"dimension": DIM, "metric": metric, "hnsw": {"quantization": "int8"}});
+        load_with(&s, &name, create, &data);
+        wait_indexed(&s, &name);
+        let info = s.ok("GET", &format!("/api/v1/collections/{name}"), None);
+        assert_eq!(info["hnsw"]["quantization"], "int8");
+        let recall = recall_with_exact_scores(&s, &name, metric, &data, &queries);
+        println!("{metric} int8: recall@10 = {recall:.4}");
+        assert!(recall >= 0.95, "{metric} int8: recall@10 = {recall}");
+    }
+    // A default collection says so.
+    load(&s, "plain", "cosine", &data[..100]);
+    let info = s.ok("GET", "/api/v1/collections/plain", None);
+    assert_eq!(info["hnsw"]["quantization"], "none");
+    // After a restart (codes rebuilt from the loaded vectors) the collection is still int8 and
+    // as good.
+    s.terminate();
+    let s = Server::start_in(&s.dir.clone(), &[], 1);
+    wait_indexed(&s, "q-cosine");
+    let info = s.ok("GET", "/api/v1/collections/q-cosine", None);
+    assert_eq!(info["hnsw"]["quantization"], "int8");
+    let recall = recall_with_exact_scores(&s, "q-cosine", "cosine", &data, &queries);
+    assert!(
+        recall >= 0.95,
+        "cosine int8 after a restart: recall@10 = {recall}"
     );
 }
 

@@ -60,4 +60,6 @@ pub use router::{
     ListCollections, LoadAll, Lookup, Ranked, RouteWrite, Router, SearchRequest, StopAll,
 };
 pub use shard::{ReplicatedChange, WriteOp};
-pub use types::{validate_collection_name, validate_vector, Hit, Metadata, Metric, Point};
+pub use types::{
+    validate_collection_name, validate_vector, Hit, Metadata, Metric, Point, Quantization,
+};

@@ -47,6 +47,33 @@ pub struct HnswParams {
     pub m: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
+    /// How searches read vectors while they walk the graph (collections made before this
+    /// existed read f32: the default).
+    #[serde(default)]
+    pub quantization: Quantization,
+}
+
+/// Vectors a graph search walks over. `Int8` keeps an int8 copy of every vector beside the f32
+/// one (one cache line per vector up to 56 dimensions) and re-ranks the walk's best with the
+/// f32 vectors, so scores stay exact (docs/ARCHITECTURE.md, "Quantised search").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    None,
+    Int8,
+}
+
+impl Quantization {
+    pub fn parse(s: &str) -> Result<Quantization> {
+        match s {
+            "none" => Ok(Quantization::None),
+            "int8" => Ok(Quantization::Int8),
+            other => Err(EngineError::invalid(format!(
+                "unknown quantization {other:?}: expected none or int8"
+            ))),
+        }
+    }
 }
 
 impl HnswParams {

@@ -8,7 +8,7 @@ use ruvector_actors::index::hnsw::{Op, Partition, PartitionQuery, PartitionSpec,
 use ruvector_actors::shard::load::load_partition;
 use ruvector_actors::storage::snapshot;
 use ruvector_actors::storage::wal::ReplayMode;
-use ruvector_actors::types::{HnswParams, Metric};
+use ruvector_actors::types::{HnswParams, Metric, Quantization};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -185,6 +185,9 @@ pub struct BenchAnn {
     pub m: usize,
     #[arg(long, default_value_t = 200)]
     pub ef_construction: usize,
+    /// Vectors the searches walk: none (f32) or int8 (re-ranked with f32).
+    #[arg(long, default_value = "none")]
+    pub quantization: String,
     /// ef values to sweep.
     #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
     pub ef: Vec<usize>,
@@ -274,6 +277,7 @@ pub fn bench(a: &BenchAnn) -> Result<Value, String> {
         m: a.m,
         ef_construction: a.ef_construction,
         ef_search: 64,
+        quantization: Quantization::parse(&a.quantization).map_err(|e| e.to_string())?,
     };
     let d = Dataset {
         base: &base,

@@ -198,7 +198,7 @@ pub fn http(d: &Dataset, plan: &HttpPlan) -> Result<HttpReport, String> {
     let mut spec = json!({
         "dimension": d.base[0].len(),
         "metric": d.metric.as_str(),
-        "hnsw": {"m": hnsw.m, "ef_construction": hnsw.ef_construction, "ef_search": hnsw.ef_search},
+        "hnsw": {"m": hnsw.m, "ef_construction": hnsw.ef_construction, "ef_search": hnsw.ef_search, "quantization": hnsw.quantization},
     });
     if let Some(n) = shards {
         spec["shards"] = json!(n);

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// ANN benchmark: build time, durable insert throughput, recall@k and QPS over an ef sweep.
-    BenchAnn(ann::BenchAnn),
+    BenchAnn(Box<ann::BenchAnn>),
     /// Run a scenario file (load/scenarios/*.toml): live progress, a final table, a JSON report
     /// and an SVG chart.
     Run(RunArgs),

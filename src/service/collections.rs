@@ -2,11 +2,11 @@
 //! (a tenant names `docs`, the engine stores `acme.docs`, answers say `docs` again, and other
 //! tenants' collections are invisible).
 
-use ruvector_actors::Metric;
 use ruvector_actors::{
     CollectionInfo, CollectionOptions, CreateCollection, DropCollection, EngineError,
     ListCollections,
 };
+use ruvector_actors::{Metric, Quantization};
 use serde::Deserialize;
 
 use super::call::{ask, lookup};
@@ -28,6 +28,7 @@ pub struct HnswBody {
     pub m: Option<usize>,
     pub ef_construction: Option<usize>,
     pub ef_search: Option<usize>,
+    pub quantization: Option<String>,
 }
 
 /// A collection's info with the name as the caller knows it.
@@ -53,6 +54,11 @@ pub async fn create(
         m: hnsw.m,
         ef_construction: hnsw.ef_construction,
         ef_search: hnsw.ef_search,
+        quantization: hnsw
+            .quantization
+            .as_deref()
+            .map(Quantization::parse)
+            .transpose()?,
     };
     let (info, created) = ask(
         app,

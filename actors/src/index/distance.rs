@@ -36,7 +36,7 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f64 {
 
 /// Strictly decreasing, positive map of a dot product to a graph distance.
 #[inline]
-fn dot_to_graph_distance(x: f64) -> f32 {
+pub(crate) fn dot_to_graph_distance(x: f64) -> f32 {
     if x >= 0.0 {
         (1.0 / (1.0 + x)) as f32
     } else {

@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
+use super::codes::CodeSlab;
 use super::distance::{dot, graph_distance};
 use super::slab::VectorSlab;
 use crate::types::Metric;
@@ -83,12 +84,16 @@ pub struct GraphParams {
     pub dim: usize,
     pub m: usize,
     pub ef_construction: usize,
+    /// Keep an int8 copy of every vector for searches to traverse (`codes.rs`).
+    pub quantize: bool,
 }
 
 struct Storage {
     cap: usize,
     /// Per node: its layer-0 list (`2M + 1` words), scale and vector.
     vectors: VectorSlab,
+    /// Per node: its int8 codes, when the graph quantises.
+    codes: Option<CodeSlab>,
     /// Per node: its state (ABSENT, WRITING, STAGED, LINKING) or its level once published.
     levels: Box<[AtomicU8]>,
     /// Layers 1..=level of a node: `level` blocks of `m + 1` words (count, ids).
@@ -131,6 +136,7 @@ impl Graph {
             store: RwLock::new(Storage {
                 cap: 0,
                 vectors: VectorSlab::new(p.dim, 2 * m + 1, 0),
+                codes: p.quantize.then(|| CodeSlab::new(p.dim, 0)),
                 levels: Box::new([]),
                 upper: Box::new([]),
             }),
@@ -184,7 +190,12 @@ impl Graph {
             .iter()
             .map(|u| u.get().map_or(0, |b| b.len() * 4))
             .sum();
-        s.cap * (s.vectors.stride() * 4 + 1 + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>())
+        let codes = s.codes.as_ref().map_or(0, CodeSlab::row_bytes);
+        s.cap
+            * (s.vectors.stride() * 4
+                + codes
+                + 1
+                + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>())
             + upper
     }
 
@@ -219,11 +230,13 @@ impl Graph {
         let empty = Storage {
             cap: 0,
             vectors: VectorSlab::new(self.p.dim, self.stride0(), 0),
+            codes: None,
             levels: Box::new([]),
             upper: Box::new([]),
         };
         let Storage {
             mut vectors,
+            codes,
             levels,
             upper,
             ..
@@ -235,6 +248,7 @@ impl Graph {
         *s = Storage {
             cap,
             vectors: vectors.grown(cap),
+            codes: codes.map(|mut c| c.grown(cap)),
             levels: lv.into_boxed_slice(),
             upper: up.into_boxed_slice(),
         };
@@ -273,6 +287,20 @@ impl Graph {
         unsafe {
             s.vectors.write(i, vector, scale)
         };
+        if let Some(codes) = &s.codes {
+            let unit: Vec<f32>;
+            let form = if scale == 1.0 {
+                vector
+            } else {
+                unit = vector.iter().map(|x| x * scale).collect();
+                &unit
+            };
+            // SAFETY: as for the row above: this thread holds the only claim on `i`.
+            #[allow(unsafe_code)]
+            unsafe {
+                codes.write(i, form)
+            };
+        }
         s.levels[i].store(STAGED, Ordering::Release);
         true
     }
@@ -318,16 +346,17 @@ impl Graph {
         }
         let entry = self.entry.load(Ordering::Acquire);
         let (mut cur, top) = ((entry >> 8) as u32, (entry & 0xFF) as u8);
-        let mut cur_d = self.dq(&s, q, qs, cur);
+        let probe = self.exact_probe(&s, q, qs);
+        let mut cur_d = probe.distance(cur);
         let mut layer = top;
         while layer > level {
-            (cur, cur_d) = self.greedy(&s, q, qs, cur, cur_d, layer);
+            (cur, cur_d) = self.greedy(&s, &probe, cur, cur_d, layer);
             layer -= 1;
         }
         let mut chosen: Vec<Vec<u32>> = vec![Vec::new(); level as usize + 1];
         let mut from = vec![(cur_d, cur)];
         for l in (0..=layer.min(level)).rev() {
-            let found = self.beam(&s, q, qs, &from, self.p.ef_construction, l, &|_| true);
+            let found = self.beam(&s, &probe, &from, self.p.ef_construction, l, &|_| true);
             chosen[l as usize] = self.select(&s, &found, self.p.m);
             from = found;
         }

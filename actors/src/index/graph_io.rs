@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use super::{atomics, Graph, GraphParams, Storage, ABSENT, MAX_LEVEL, NO_ENTRY, STAGED};
+use crate::index::codes::CodeSlab;
 use crate::index::slab::VectorSlab;
 use crate::types::Metric;
 
@@ -207,9 +208,26 @@ impl Graph {
                 let _ = upper[i].set(blocks);
             }
         }
+        let codes = g.p.quantize.then(|| {
+            let codes = CodeSlab::new(g.p.dim, rows);
+            for (i, state) in states.iter().enumerate() {
+                if *state <= STAGED {
+                    let v = vectors.row(i);
+                    let scale = vectors.scale(i);
+                    let form: Vec<f32> = v.iter().map(|x| x * scale).collect();
+                    // SAFETY: the slab is not shared yet: this thread is its only user.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        codes.write(i, &form)
+                    };
+                }
+            }
+            codes
+        });
         let storage = Storage {
             cap: rows,
             vectors,
+            codes,
             levels: states.iter().map(|s| AtomicU8::new(*s)).collect(),
             upper,
         };

@@ -20,7 +20,7 @@ use super::distance::exact_score;
 use super::filter::Filter;
 use super::graph::{Graph, GraphParams, GraphRead};
 pub use super::slots::{Slot, SlotTable};
-use crate::types::{Hit, HnswParams, Metadata, Metric, Point};
+use crate::types::{Hit, HnswParams, Metadata, Metric, Point, Quantization};
 
 /// Fewer staged nodes than this are linked on the calling thread alone.
 const PARALLEL_LINK_MIN: usize = 64;
@@ -34,11 +34,12 @@ pub struct PartitionSpec {
 }
 
 impl PartitionSpec {
-    fn graph_params(&self) -> GraphParams {
+    pub fn graph_params(&self) -> GraphParams {
         GraphParams {
             dim: self.dimension,
             m: self.hnsw.m,
             ef_construction: self.hnsw.ef_construction,
+            quantize: self.hnsw.quantization == Quantization::Int8,
         }
     }
 }

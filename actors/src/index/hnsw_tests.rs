@@ -14,6 +14,7 @@ fn spec(metric: Metric) -> PartitionSpec {
             m: 16,
             ef_construction: 100,
             ef_search: 64,
+            quantization: Quantization::None,
         },
     }
 }

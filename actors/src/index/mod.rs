@@ -1,6 +1,7 @@
 //! The actix-free vector engine: distances, the filter language, our HNSW graph and the
 //! partitions built on it.
 
+mod codes;
 pub mod distance;
 pub mod filter;
 pub mod graph;

@@ -121,6 +121,28 @@ impl VectorSlab {
         let _ = i;
     }
 
+    /// Asks the CPU to start loading row `i`'s layer-0 list (a search about to expand it).
+    #[inline]
+    #[allow(unsafe_code)]
+    pub fn prefetch_links(&self, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let at = i * self.stride();
+            for line in (at..at + self.links).step_by(16) {
+                if let Some(c) = self.cells.get(line) {
+                    // SAFETY: a prefetch is a hint: it neither reads into the program nor faults.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            c.get() as *const i8,
+                        )
+                    };
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
     /// Writes row `i`'s scale and vector.
     ///
     /// # Safety

@@ -26,7 +26,9 @@ use crate::config::{EngineConfig, IndexConfig};
 use crate::error::{EngineError, Overload, Result};
 use crate::hub::Hub;
 use crate::shard::{OpenedShard, StopShard, WriteOp};
-use crate::types::{validate_stored_collection_name, CollectionSpec, HnswParams, Metric};
+use crate::types::{
+    validate_stored_collection_name, CollectionSpec, HnswParams, Metric, Quantization,
+};
 
 /// Options of a new collection; `None` takes the configured default.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +39,7 @@ pub struct CollectionOptions {
     pub m: Option<usize>,
     pub ef_construction: Option<usize>,
     pub ef_search: Option<usize>,
+    pub quantization: Option<Quantization>,
 }
 
 /// Create a collection. Answers its info and whether it was created (false: an identical one
@@ -198,6 +201,7 @@ impl Router {
             m: o.m.unwrap_or(d.hnsw.m),
             ef_construction: o.ef_construction.unwrap_or(d.hnsw.ef_construction),
             ef_search: o.ef_search.unwrap_or(d.hnsw.ef_search),
+            quantization: o.quantization.unwrap_or(d.hnsw.quantization),
         };
         hnsw.validate()?;
         Ok(CollectionSpec {

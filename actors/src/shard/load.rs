@@ -206,6 +206,7 @@ mod tests {
                 m: 8,
                 ef_construction: 32,
                 ef_search: 16,
+                quantization: Default::default(),
             },
         }
     }

@@ -374,12 +374,8 @@ fn load_graph(dir: &Path, spec: &PartitionSpec, slots: usize) -> Result<Graph, S
         1 << 20,
         File::open(dir.join(GRAPH)).map_err(|e| format!("{GRAPH}: {e}"))?,
     );
-    let params = crate::index::graph::GraphParams {
-        dim: spec.dimension,
-        m: spec.hnsw.m,
-        ef_construction: spec.hnsw.ef_construction,
-    };
-    let g = Graph::read_from(&mut r, params, spec.metric).map_err(|e| format!("{GRAPH}: {e}"))?;
+    let g = Graph::read_from(&mut r, spec.graph_params(), spec.metric)
+        .map_err(|e| format!("{GRAPH}: {e}"))?;
     let read = g.read();
     if let Some(i) = (0..slots as u32).find(|i| read.vector(*i).is_none()) {
         return Err(format!("{GRAPH}: slot {i} has no vector"));
