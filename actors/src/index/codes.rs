@@ -17,6 +17,7 @@
 
 use std::cell::UnsafeCell;
 
+use super::slab::advise_huge_pages;
 use crate::types::Metric;
 
 /// One cache line of a code row.
@@ -41,12 +42,13 @@ const HEAD: usize = 8;
 impl CodeSlab {
     pub fn new(dim: usize, rows: usize) -> CodeSlab {
         let lines = (HEAD + dim).div_ceil(64);
+        let mut cells = Vec::with_capacity(rows * lines);
+        advise_huge_pages(cells.as_ptr() as *const u8, rows * lines * 64);
+        cells.extend((0..rows * lines).map(|_| Line(UnsafeCell::new([0; 64]))));
         CodeSlab {
             dim,
             lines,
-            rows: (0..rows * lines)
-                .map(|_| Line(UnsafeCell::new([0; 64])))
-                .collect(),
+            rows: cells.into_boxed_slice(),
         }
     }
 

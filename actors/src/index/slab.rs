@@ -43,6 +43,7 @@ impl VectorSlab {
     ) -> VectorSlab {
         let len = (links + 1 + dim) * rows;
         let mut cells: Vec<UnsafeCell<f32>> = Vec::with_capacity(len);
+        advise_huge_pages(cells.as_ptr() as *const u8, len * 4);
         cells.extend(words.take(len).map(|w| UnsafeCell::new(f32::from_bits(w))));
         cells.resize_with(len, || UnsafeCell::new(0.0));
         VectorSlab {
@@ -159,4 +160,29 @@ impl VectorSlab {
             unsafe { *c.get() = x };
         }
     }
+}
+
+/// Asks Linux to back `bytes` at `at` with 2 MiB pages (`MADV_HUGEPAGE`) before the memory is
+/// first touched. A search reads rows at random across the whole slab: with 4 KiB pages most
+/// of those reads also miss the TLB (390k × 50-d rows are 143 MB, 35,000 pages), and in a
+/// server the request handling between two searches evicts what the TLB held. Measured through
+/// the server (390k × 50, int8, ef 128, one client): 338–348 µs of CPU per query with 4 KiB
+/// pages, 280–315 µs with the slabs on 2 MiB pages. Machines whose transparent huge pages are set to
+/// `madvise` (a common default) give none without asking. Only the 2 MiB-aligned inside of the
+/// range is advised; a refusal (huge pages `never`, other kernels) changes nothing but speed.
+#[allow(unsafe_code)]
+pub(super) fn advise_huge_pages(at: *const u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (at as usize).next_multiple_of(HUGE);
+        let end = (at as usize).saturating_add(bytes) & !(HUGE - 1);
+        if end > start {
+            // SAFETY: MADV_HUGEPAGE changes how pages of our own allocation are backed, never
+            // their contents; the range lies inside the allocation.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (at, bytes);
 }
