@@ -17,7 +17,7 @@
 
 use std::cell::UnsafeCell;
 
-use super::slab::advise_huge_pages;
+use super::slab::{advise_huge_pages, prefetch_line};
 use crate::types::Metric;
 
 /// One cache line of a code row.
@@ -83,34 +83,26 @@ impl CodeSlab {
         let norm2 = f32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let codes = &b[HEAD..HEAD + self.dim];
         // Same size and alignment; every bit pattern is a valid i8.
-        (factor, norm2, bytemuck_i8(codes))
+        (factor, norm2, as_i8(codes))
     }
 
     /// Asks the CPU to start loading row `i` (every line of it).
     #[inline]
-    #[allow(unsafe_code)]
     pub fn prefetch(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
         for line in self.rows.iter().skip(i * self.lines).take(self.lines) {
-            // SAFETY: a prefetch is a hint: it neither reads into the program nor faults.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    line.0.get() as *const i8
-                )
-            };
+            prefetch_line(line.0.get() as *const u8);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
     }
 
-    /// Quantises `v` (graph form: unit length for cosine) into row `i`.
+    /// Quantises `v · scale` (the graph form: `scale` is the slab's scale word, cosine's inverse
+    /// norm, 1 otherwise) into row `i`.
     ///
     /// # Safety
     /// As `VectorSlab::write`: no other thread may read or write row `i` during this call.
     #[allow(unsafe_code)]
-    pub unsafe fn write(&self, i: usize, v: &[f32]) {
+    pub unsafe fn write(&self, i: usize, v: &[f32], scale: f32) {
         let mut row = vec![0u8; self.lines * 64];
-        let (factor, norm2) = quantise(v, &mut row[HEAD..HEAD + self.dim]);
+        let (factor, norm2) = quantise(v, scale, &mut row[HEAD..HEAD + self.dim]);
         row[..4].copy_from_slice(&factor.to_le_bytes());
         row[4..8].copy_from_slice(&norm2.to_le_bytes());
         for (line, chunk) in self.rows[i * self.lines..(i + 1) * self.lines]
@@ -123,7 +115,7 @@ impl CodeSlab {
     }
 }
 
-fn bytemuck_i8(b: &[u8]) -> &[i8] {
+fn as_i8(b: &[u8]) -> &[i8] {
     #[allow(unsafe_code)]
     // SAFETY: u8 and i8 have the same size and alignment and every bit pattern is valid.
     unsafe {
@@ -131,10 +123,10 @@ fn bytemuck_i8(b: &[u8]) -> &[i8] {
     }
 }
 
-/// Codes of `v` into `out` (as i8 bits); answers (factor, squared length of the dequantised
-/// vector).
-fn quantise(v: &[f32], out: &mut [u8]) -> (f32, f32) {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+/// Codes of `v · scale` into `out` (as i8 bits); answers (factor, squared length of the
+/// dequantised vector).
+fn quantise(v: &[f32], scale: f32, out: &mut [u8]) -> (f32, f32) {
+    let max = v.iter().fold(0f32, |m, x| m.max((x * scale).abs()));
     let factor = if max > 0.0 && max.is_finite() {
         max / 127.0
     } else {
@@ -142,7 +134,7 @@ fn quantise(v: &[f32], out: &mut [u8]) -> (f32, f32) {
     };
     let mut norm2 = 0f32;
     for (o, x) in out.iter_mut().zip(v) {
-        let c = (x / factor).round().clamp(-127.0, 127.0) as i8;
+        let c = (x * scale / factor).round().clamp(-127.0, 127.0) as i8;
         let back = f32::from(c) * factor;
         norm2 += back * back;
         *o = c as u8;
@@ -195,7 +187,7 @@ mod tests {
         #[allow(unsafe_code)]
         // SAFETY: single-threaded test.
         unsafe {
-            s.write(0, v)
+            s.write(0, v, 1.0)
         };
         s
     }

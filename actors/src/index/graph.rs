@@ -288,17 +288,10 @@ impl Graph {
             s.vectors.write(i, vector, scale)
         };
         if let Some(codes) = &s.codes {
-            let unit: Vec<f32>;
-            let form = if scale == 1.0 {
-                vector
-            } else {
-                unit = vector.iter().map(|x| x * scale).collect();
-                &unit
-            };
             // SAFETY: as for the row above: this thread holds the only claim on `i`.
             #[allow(unsafe_code)]
             unsafe {
-                codes.write(i, form)
+                codes.write(i, vector, scale)
             };
         }
         s.levels[i].store(STAGED, Ordering::Release);

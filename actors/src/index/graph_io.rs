@@ -212,13 +212,10 @@ impl Graph {
             let codes = CodeSlab::new(g.p.dim, rows);
             for (i, state) in states.iter().enumerate() {
                 if *state <= STAGED {
-                    let v = vectors.row(i);
-                    let scale = vectors.scale(i);
-                    let form: Vec<f32> = v.iter().map(|x| x * scale).collect();
                     // SAFETY: the slab is not shared yet: this thread is its only user.
                     #[allow(unsafe_code)]
                     unsafe {
-                        codes.write(i, &form)
+                        codes.write(i, vectors.row(i), vectors.scale(i))
                     };
                 }
             }

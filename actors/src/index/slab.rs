@@ -101,47 +101,25 @@ impl VectorSlab {
     /// knows the next rows it will read one step ahead; a prefetch never faults and changes no
     /// memory).
     #[inline]
-    #[allow(unsafe_code)]
     pub fn prefetch(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let at = i * self.stride() + self.links;
-            // One prefetch per 64-byte line: 16 words apart.
-            for line in (at..at + 1 + self.dim).step_by(16) {
-                if let Some(c) = self.cells.get(line) {
-                    // SAFETY: a prefetch is a hint: it neither reads into the program nor faults.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            c.get() as *const i8,
-                        )
-                    };
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        let at = i * self.stride() + self.links;
+        self.prefetch_cells(at, 1 + self.dim);
     }
 
     /// Asks the CPU to start loading row `i`'s layer-0 list (a search about to expand it).
     #[inline]
-    #[allow(unsafe_code)]
     pub fn prefetch_links(&self, i: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let at = i * self.stride();
-            for line in (at..at + self.links).step_by(16) {
-                if let Some(c) = self.cells.get(line) {
-                    // SAFETY: a prefetch is a hint: it neither reads into the program nor faults.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            c.get() as *const i8,
-                        )
-                    };
-                }
+        self.prefetch_cells(i * self.stride(), self.links);
+    }
+
+    /// Prefetches the cache lines of `len` cells from cell `at` (one per 16 words).
+    #[inline]
+    fn prefetch_cells(&self, at: usize, len: usize) {
+        for line in (at..at + len).step_by(16) {
+            if let Some(c) = self.cells.get(line) {
+                prefetch_line(c.get() as *const u8);
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
     }
 
     /// Writes row `i`'s scale and vector.
@@ -160,6 +138,20 @@ impl VectorSlab {
             unsafe { *c.get() = x };
         }
     }
+}
+
+/// Asks the CPU to start loading the cache line holding `at` into every cache level.
+#[inline]
+#[allow(unsafe_code)]
+pub(super) fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it neither reads into the program nor faults, whatever the
+    // address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// Asks Linux to back `bytes` at `at` with 2 MiB pages (`MADV_HUGEPAGE`) before the memory is
